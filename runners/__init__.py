@@ -1,0 +1,1 @@
+"""Runners: compose model x compressor x retention x tasks and execute lmms-eval (upcoming)."""
