@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_scc.py
+	$(BIN)/python -m benchmarks.bench_scc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

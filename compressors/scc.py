@@ -194,7 +194,7 @@ class _Pass:
         reps = self._weighted_reps.new_zeros(k, self.reps.shape[1])
         reps.index_add_(0, parent, self._weighted_reps).div_(sizes[:, None])
         rows = self._weighted.new_zeros(k, self.num_spatial).index_add_(0, parent, self._weighted)
-        gram = rows.new_zeros(k, k).index_add_(0, parent, rows.T.contiguous())
+        gram = rows.new_zeros(k, k).index_add_(1, parent, rows)
         return reps, gram.div_(sizes[:, None]).div_(sizes[None, :])
 
 
@@ -271,8 +271,9 @@ def _search(
 
     First a full pass at a tau high enough to give at least `target` tokens (the base; it starts
     where the spatial stage alone keeps 1.5 M tokens and grows by at most 1.5x until it
-    suffices). Probes below it reuse the base's inner products. The log of the final
-    count is interpolated against the spatial count, a smoother variable than tau (regula
+    suffices). Probes below it reuse the base's inner products. The first assumes the
+    temporal stage keeps the base's ratio; then the log of the final count is interpolated
+    against the spatial count, a smoother variable than tau (regula
     falsi with the Illinois step against one-sided stalls), and the spatial spanning trees
     turn the wanted spatial count back into a tau.
     """
@@ -290,10 +291,14 @@ def _search(
     # bracket ends: [tau, spatial count, log final count - wanted]
     lo = [-1.0, frames, -wanted]  # everything linked: one token
     hi = [base.tau, base.num_spatial, math.log(base.count) - wanted]
-    best, last_side = base, 1
+    best, last_side = base, 0
     while best.count > target * (1 + _SLACK) + _MIN_SLACK and probes < _MAX_PROBES:
-        frac = min(max(-lo[2] / (hi[2] - lo[2]), 0.05), 0.95)
-        tau = _tau_for_count(weights, num_tokens, round(lo[1] + frac * (hi[1] - lo[1])))
+        if last_side == 0:  # first step: assume the temporal stage keeps its current ratio
+            spatial = math.exp(wanted) * base.num_spatial / base.count
+        else:
+            frac = min(max(-lo[2] / (hi[2] - lo[2]), 0.05), 0.95)
+            spatial = lo[1] + frac * (hi[1] - lo[1])
+        tau = _tau_for_count(weights, num_tokens, round(spatial))
         if not lo[0] < tau < hi[0]:
             tau = (lo[0] + hi[0]) / 2
         current = _Pass(flat, spatial_sim, tau, tau, epsilon, seed, base=base)
