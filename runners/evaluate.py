@@ -1,0 +1,203 @@
+"""Execute planned runs through lmms-eval and write one record per (config, task).
+
+Knows configs and lmms-eval; the model and the compressor come through the `scissorbench`
+lmms-eval model. Finished records are never recomputed unless `force`; a run killed mid-task
+resumes from lmms-eval's response cache (`<results_dir>/.cache/<key>`), and its per-sample
+accounting from `<results_dir>/.samples/<key>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runners.plan import Run, plan
+from runners.store import ResultsStore, code_versions
+
+log = logging.getLogger("scissorbench.run")
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    """Run every unfinished (config, task) of `cfg`; return the record paths."""
+    runs = plan(cfg, code_versions())
+    store = ResultsStore(cfg.results_dir)
+    todo = [r for r in runs if cfg.force or not store.has(r.key)]
+    for r in runs:
+        if r not in todo:
+            log.info("skip %s (%s): finished record %s", r.task, r.key, store.path(r.key))
+    if todo:
+        _prepare_assets(cfg, todo)
+        if cfg.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            _launch_torchrun(cfg)
+        else:
+            execute(cfg, todo, store)
+    return [store.path(r.key) for r in runs]
+
+
+def _prepare_assets(cfg: DictConfig, runs: list[Run]) -> None:
+    """Write what a run needs and can make itself: the tiny checkpoint, the synthetic data."""
+    model = cfg.model
+    if model.get("create_if_missing") == "tiny" and not Path(model.pretrained).exists():
+        from backbones.tiny import write_tiny_checkpoint
+
+        log.info("writing the tiny checkpoint to %s", model.pretrained)
+        write_tiny_checkpoint(model.pretrained)
+    if any(r.include_path == "scissorbench" for r in runs):
+        from scissorbench.synthetic import build_dataset, dataset_dir
+
+        target = dataset_dir()
+        if not (target / "test.jsonl").exists():
+            log.info("writing the synthetic_video_qa data to %s", target)
+            build_dataset(target, n=64, seed=0, split="test")
+
+
+def _launch_torchrun(cfg: DictConfig) -> None:
+    """Data parallel inside one run: torchrun starts `processes` workers of this config."""
+    jobs = Path(cfg.results_dir) / ".jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    config = jobs / f"{os.getpid()}-{time.time_ns()}.yaml"
+    config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={cfg.processes}", "-m", "runners.worker", str(config),
+    ]
+    log.info("data parallel: %s", " ".join(command))
+    subprocess.run(command, check=True)
+
+
+def _task_manager(include_path: str | None):
+    from lmms_eval.tasks import TaskManager
+
+    if include_path == "scissorbench":
+        import scissorbench
+
+        include_path = scissorbench.tasks_dir()
+    return TaskManager(include_path=include_path) if include_path else TaskManager()
+
+
+def _model(cfg: DictConfig, first: Run, samples_path: Path):
+    from scissorbench.lmms_model import ScissorBench
+
+    settings = first.settings
+    model = settings["model"]
+    return ScissorBench(
+        pretrained=model["pretrained"],
+        compressor=settings["compressor"]["name"],
+        retention=settings["retention"],
+        max_frames_num=model.get("max_frames_num", 32),
+        dtype=model.get("dtype", "float32"),
+        attn_implementation=model.get("attn_implementation", "sdpa"),
+        device=model.get("device"),
+        video_newline=model.get("video_newline", False),
+        records_path=str(samples_path),
+        **settings["compressor"]["params"],
+    )
+
+
+def execute(cfg: DictConfig, runs: list[Run], store: ResultsStore) -> None:
+    """Evaluate `runs` (same model and compressor) in this process group; rank 0 writes."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    samples_dir = Path(cfg.results_dir) / ".samples"
+    lm = _model(cfg, runs[0], samples_dir / f"{runs[0].key}.jsonl")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    for r in runs:
+        started, clock = datetime.now(timezone.utc), time.perf_counter()
+        first_record = len(lm.records)
+        try:
+            results = simple_evaluate(
+                model=lm,
+                tasks=[r.task],
+                limit=cfg.limit,
+                task_manager=_task_manager(r.include_path),
+                use_cache=str(Path(cfg.results_dir) / ".cache" / r.key),
+                log_samples=False,
+                random_seed=cfg.seed,
+                numpy_random_seed=cfg.seed,
+                torch_random_seed=cfg.seed,
+                distributed_executor_backend="torchrun" if world > 1 else "accelerate",
+                verbosity="WARNING",
+            )
+            error = None if results else "lmms-eval returned no results"
+        except Exception as err:  # a failed task is recorded; the sweep goes on
+            log.exception("task %s failed", r.task)
+            results, error = None, f"{type(err).__name__}: {err}"
+        if lm.rank != 0:
+            continue
+        record = _record(r, results, lm.records[first_record:], error)
+        record.update(
+            started_at=started.isoformat(), duration_s=time.perf_counter() - clock,
+            finished_at=datetime.now(timezone.utc).isoformat(), versions=code_versions(),
+        )
+        path = store.write(r.key, record)
+        log.info("%s %s -> %s", record["status"], r.task, path)
+
+
+def _metrics(task_results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """lmms-eval's "metric,filter" values with their "metric_stderr,filter" partners."""
+    metrics: dict[str, dict[str, float | None]] = {}
+    for name, value in task_results.items():
+        if name == "alias" or "_stderr," in name or not isinstance(value, (int, float)):
+            continue
+        metric, _, filt = name.partition(",")
+        stderr = task_results.get(f"{metric}_stderr,{filt}")
+        metrics[name] = {
+            "value": float(value),
+            "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+        }
+    return metrics
+
+
+def _mean(rows: list[dict[str, Any]], field: str) -> float | None:
+    values = [row[field] for row in rows if isinstance(row.get(field), (int, float))]
+    return statistics.fmean(values) if values else None
+
+
+def _record(run: Run, results: dict | None, samples: list[dict], error: str | None) -> dict:
+    """The results-schema record (docs/results_schema.md) of one finished or failed run."""
+    task_results = (results or {}).get("results", {}).get(run.task, {})
+    ok = [s for s in samples if s.get("task", run.task) == run.task and not s.get("error")]
+    failures = [
+        {"doc_id": s.get("doc_id"), "error": s["error"]}
+        for s in samples
+        if s.get("task", run.task) == run.task and s.get("error")
+    ]
+    achieved = [s["achieved_retention"] for s in ok if s.get("achieved_retention") is not None]
+    timing_names = sorted({k for s in ok for k in s.get("timings", {})})
+    peaks = [s["peak_memory_bytes"] for s in ok if s.get("peak_memory_bytes")]
+    return {
+        "source": "ours",
+        "status": "finished" if error is None and task_results else "failed",
+        "error": error if error is not None or task_results else "no metrics for the task",
+        "settings": run.settings,
+        "metrics": _metrics(task_results),
+        "samples": {"count": len(ok) + len(failures), "failed": len(failures),
+                    "failures": failures},
+        "retention": {
+            "target": run.settings["retention"],
+            "mean": statistics.fmean(achieved) if achieved else None,
+            "min": min(achieved) if achieved else None,
+            "max": max(achieved) if achieved else None,
+        },
+        "tokens": {"visual_mean": _mean(ok, "visual_tokens"),
+                   "fed_mean": _mean(ok, "visual_tokens_fed")},
+        "flops": {"prefill_mean": _mean(ok, "prefill_flops"),
+                  "prefill_ratio_mean": _mean(ok, "prefill_flops_ratio"),
+                  "convention": "FastV: 4nd^2 + 2n^2d + 2ndm per layer, prefill, text included"},
+        "timings": {
+            f"{name}_s": statistics.fmean(
+                [s["timings"][name] for s in ok if name in s.get("timings", {})]
+            )
+            for name in timing_names
+        },
+        "peak_memory_bytes": max(peaks) if peaks else None,
+    }
