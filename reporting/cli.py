@@ -1,0 +1,192 @@
+"""The reporting subcommands of `scissorbench`, Hydra-style `key=value` arguments:
+
+    scissorbench flops model=llava_ov_7b compressor=fastv retention=0.35 [frames=32] [layer=3]
+    scissorbench report results_dir=results/runs output_dir=results/report [reference=true]
+    scissorbench reference [csv=...] [output_dir=results/reference]
+
+Each command's settings are a structured config (dataclass) checked before anything runs: an
+unknown key, a wrong type or a missing required value fails in one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = ["FlopsConfig", "ReferenceConfig", "ReportConfig", "flops", "reference", "report"]
+
+_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class FlopsConfig:
+    """Analytic FLOPs of a model x compressor x retention (METHODS.md section 8)."""
+
+    model: str = MISSING  # configs/model/<model>.yaml, its `llm: {layers, hidden, ffn}`
+    compressor: str = "none"  # configs/compressor/<compressor>.yaml (its `layer`: FastV's K)
+    retention: float | None = None  # share of visual tokens kept; required unless none
+    frames: int = 32
+    tokens_per_frame: int = 196
+    text: int = 0  # text tokens on top; 0 = the paper's Table 5 (visual tokens only)
+    layer: int | None = None  # pruning layer K; default: the compressor config's, else 0
+    generated: int = 100  # R, decoded tokens in the paper-convention total
+
+
+@dataclass
+class ReportConfig:
+    """Tables, figures and one HTML file from a results folder."""
+
+    results_dir: str = "results/runs"
+    output_dir: str = "results/report"
+    reference: bool = False  # add the paper's numbers (results/reference) and its layouts
+    reference_dir: str = ""  # default: the repository's results/reference
+
+
+@dataclass
+class ReferenceConfig:
+    """Convert the paper's CSV into records in results/reference."""
+
+    csv: str = ""  # default: reporting.reference.DEFAULT_CSV
+    output_dir: str = ""  # default: reporting.reference.REFERENCE_DIR
+
+
+class _UsageError(ValueError):
+    pass
+
+
+def _parse(schema: type, argv: list[str], prog: str) -> Any:
+    """`key=value` arguments merged onto the dataclass `schema`; None after printing help."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: {prog} " + " ".join(
+            f"{f.name}=..." if f.default is MISSING else f"[{f.name}={f.default}]"
+            for f in fields(schema)))
+        print((schema.__doc__ or "").strip())
+        return None
+    loose = [a for a in argv if "=" not in a]
+    if loose:
+        raise _UsageError(f"arguments are key=value, got {loose[0]!r}")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv))
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise _UsageError(f"missing required value: {missing[0]}=...")
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise _UsageError(str(err).splitlines()[0]) from None
+
+
+def _run(prog: str, schema: type, argv: list[str], body) -> int:
+    try:
+        cfg = _parse(schema, argv, prog)
+        if cfg is None:
+            return 0
+        return body(cfg)
+    except _UsageError as err:
+        print(f"{prog}: error: {err} (see '{prog} --help')", file=sys.stderr)
+        return 2
+
+
+# --- flops ------------------------------------------------------------------------------------
+
+def _yaml(group: str, name: str) -> dict:
+    path = _CONFIGS / group / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (_CONFIGS / group).glob("*.yaml"))
+        raise _UsageError(f"unknown {group} {name!r}; choose one of {known}")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if isinstance(data, dict) and "defaults" in data:  # e.g. scc_tau extends scc
+        base = next((d for d in data["defaults"] if isinstance(d, str) and d != "_self_"), None)
+        data = {**(_yaml(group, base) if base else {}), **data}
+    return data if isinstance(data, dict) else {}
+
+
+def _flops(cfg: FlopsConfig) -> int:
+    from reporting.cost import estimate
+
+    model = _yaml("model", cfg.model)
+    llm = model.get("llm")
+    if not isinstance(llm, dict) or not {"layers", "hidden", "ffn"} <= set(llm):
+        raise _UsageError(f"model {cfg.model!r} has no `llm: {{layers, hidden, ffn}}` in "
+                          f"configs/model/{cfg.model}.yaml")
+    compressor = _yaml("compressor", cfg.compressor)
+    retention = None if cfg.compressor == "none" else cfg.retention
+    if cfg.compressor != "none" and retention is None:
+        raise _UsageError(f"compressor {cfg.compressor!r} needs retention=... in (0, 1]")
+    layer = cfg.layer if cfg.layer is not None else int(compressor.get("layer") or 0)
+    if not 0 <= layer <= llm["layers"]:
+        raise _UsageError(f"layer must be in [0, {llm['layers']}], got {layer}")
+    for name in ("frames", "tokens_per_frame"):
+        if getattr(cfg, name) < 1:
+            raise _UsageError(f"{name} must be >= 1")
+    if cfg.text < 0 or cfg.generated < 0:
+        raise _UsageError("text and generated must be >= 0")
+    try:
+        est = estimate(llm["layers"], llm["hidden"], llm["ffn"], retention, layer=layer,
+                       frames=cfg.frames, tokens_per_frame=cfg.tokens_per_frame, text=cfg.text,
+                       generated=cfg.generated)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+    where = "before the LLM" if layer == 0 else f"from LLM layer {layer}"
+    print(f"model      {cfg.model}: L={est.layers}, d={est.hidden}, m={est.ffn}")
+    print(f"compressor {cfg.compressor}" + ("" if retention is None else
+                                           f", retention {retention:g}, pruning {where}"))
+    print(f"tokens     {est.visual} visual ({cfg.frames} frames x {cfg.tokens_per_frame}), "
+          f"{est.kept} kept, {est.text} text")
+    print(f"prefill      {est.prefill / 1e12:8.3f} TFLOPs  {100 * est.prefill_ratio:6.2f}% of "
+          f"uncompressed ({est.prefill_full / 1e12:.3f} TFLOPs)")
+    print(f"paper total  {est.total / 1e12:8.3f} TFLOPs  {100 * est.total_ratio:6.2f}% of "
+          f"uncompressed ({est.total_full / 1e12:.3f} TFLOPs), prefill + decode of "
+          f"{est.generated} tokens")
+    print("convention: FastV, F(n) = 4nd^2 + 2n^2d + 2ndm per layer; prefill K F(n) + (L-K) "
+          "F(n'); decode L R ((4d^2 + 2dm) + 2 (d n' + d (R+1)/2)) (METHODS.md section 8)")
+    return 0
+
+
+def flops(argv: list[str]) -> int:
+    """Analytic FLOPs of model x compressor x retention, and the ratio to the full model."""
+    return _run("scissorbench flops", FlopsConfig, argv, _flops)
+
+
+# --- report, reference ------------------------------------------------------------------------
+
+def _report(cfg: ReportConfig) -> int:
+    from reporting.reference import REFERENCE_DIR
+    from reporting.report import build_report
+
+    reference_dir = cfg.reference_dir or str(REFERENCE_DIR)
+    for name, folder in [("results_dir", cfg.results_dir)] + (
+            [("reference_dir", reference_dir)] if cfg.reference else []):
+        if not Path(folder).is_dir():
+            raise _UsageError(f"{name} {folder!r} is not a folder")
+    result = build_report(cfg.results_dir, cfg.output_dir, reference=cfg.reference,
+                          reference_dir=reference_dir)
+    print(f"[report] {len(result.tables)} table files, {len(result.figures)} figure files "
+          f"in {cfg.output_dir}")
+    print(f"[report] {result.html}")
+    return 0
+
+
+def report(argv: list[str]) -> int:
+    """Write every table and figure of a results folder and a single-file HTML report."""
+    return _run("scissorbench report", ReportConfig, argv, _report)
+
+
+def _reference(cfg: ReferenceConfig) -> int:
+    from reporting.reference import DEFAULT_CSV, REFERENCE_DIR, write_reference
+
+    csv = Path(cfg.csv or DEFAULT_CSV)
+    if not csv.is_file():
+        raise _UsageError(f"paper CSV not found: {csv}")
+    paths = write_reference(cfg.output_dir or REFERENCE_DIR, csv)
+    print(f"[reference] {len(paths)} records in {cfg.output_dir or REFERENCE_DIR}")
+    return 0
+
+
+def reference(argv: list[str]) -> int:
+    """Convert the paper's CSV into results-schema records (results/reference)."""
+    return _run("scissorbench reference", ReferenceConfig, argv, _reference)

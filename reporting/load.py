@@ -1,0 +1,162 @@
+"""Read results-schema records (docs/results_schema.md) into one tidy frame.
+
+One row per (record, metric); a record without metrics (a failed run) still gives one row, with
+`metric` and `value` missing, so failures stay visible. Nothing is filled in: a value the record
+does not have is missing (NaN/None) in the frame, never 0.
+
+`target_retention` is the record's target; `retention`, the x of every table and figure, is the
+target, 1.0 for the full model (`none`), and the achieved mean in SCC's threshold mode (no
+target), rounded to 4 decimals. `label` is the method, with the differing parameters appended
+(`random[merge=true]`) where one source has a method with several parameter sets. `table` is the
+paper's table for `source: "paper"` records (`versions.table`), else missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from runners.store import ResultsStore
+
+__all__ = ["COLUMNS", "canonical_params", "load_records", "records_frame"]
+
+COLUMNS = [
+    "key", "source", "status", "ok", "error", "table", "model", "method", "params", "label",
+    "seed", "limit", "target_retention", "retention", "achieved_retention_mean",
+    "achieved_retention_min", "achieved_retention_max", "task", "metric", "value", "stderr",
+    "prefill_flops", "flops_ratio", "tokens_visual", "tokens_fed", "samples", "failed",
+    "peak_memory_bytes", "llm_layers", "llm_hidden", "llm_ffn", "max_frames", "duration_s",
+    "started_at", "path",
+]
+"""Fixed columns; timing columns (`timing_<name>`, per-sample means in seconds) follow them."""
+
+
+def canonical_params(params: Mapping[str, Any] | None) -> str:
+    """Compressor parameters as a canonical JSON string (sorted keys, no spaces)."""
+    return json.dumps(dict(params or {}), sort_keys=True, separators=(",", ":"))
+
+
+def load_records(*dirs: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every record in the given results folders (`<dir>/<key>.json`) as a tidy frame.
+
+    Files that are not complete schema-1 records are skipped (as `runners.store` does); a folder
+    that does not exist is an error, so a mistyped path does not pass as "no results".
+    """
+    records: list[tuple[dict[str, Any], Path]] = []
+    for folder in dirs:
+        root = Path(folder)
+        if not root.is_dir():
+            raise FileNotFoundError(f"results folder not found: {root}")
+        store = ResultsStore(root)
+        records += [(r, store.path(r["key"])) for r in store.records()]
+    return records_frame(records)
+
+
+def records_frame(records: Iterable[Mapping[str, Any] | tuple[Mapping[str, Any], Path]]
+                  ) -> pd.DataFrame:
+    """The tidy frame of records given as dicts (or (dict, path) pairs)."""
+    rows: list[dict[str, Any]] = []
+    for item in records:
+        record, path = item if isinstance(item, tuple) else (item, None)
+        rows += _rows(record, path)
+    df = pd.DataFrame(rows)
+    timing = sorted(c for c in df.columns if c.startswith("timing_"))
+    df = df.reindex(columns=COLUMNS + timing)
+    for col in ("value", "stderr", "target_retention", "retention", "prefill_flops",
+                "flops_ratio", "achieved_retention_mean", "achieved_retention_min",
+                "achieved_retention_max", "tokens_visual", "tokens_fed", *timing):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in ("seed", "limit", "samples", "failed", "peak_memory_bytes", "llm_layers",
+                "llm_hidden", "llm_ffn", "max_frames"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df["label"] = _labels(df)
+    return df
+
+
+def _get(mapping: Any, *path: str) -> Any:
+    for name in path:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(name)
+    return mapping
+
+
+def _rows(record: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
+    settings = record.get("settings") or {}
+    method = _get(settings, "compressor", "name")
+    target = _get(record, "retention", "target")
+    if target is None:
+        target = settings.get("retention")
+    achieved = _get(record, "retention", "mean")
+    if target is not None:
+        retention = target
+    elif method == "none":
+        retention = 1.0  # the full model
+    else:
+        retention = achieved  # threshold mode: the count emerged per video
+    base = {
+        "key": record.get("key"),
+        "source": record.get("source"),
+        "status": record.get("status"),
+        "ok": record.get("status") == "finished",
+        "error": record.get("error"),
+        "table": _get(record, "versions", "table"),
+        "model": _get(settings, "model", "name"),
+        "method": method,
+        "params": canonical_params(_get(settings, "compressor", "params")),
+        "seed": settings.get("seed"),
+        "limit": settings.get("limit"),
+        "target_retention": target,
+        "retention": None if retention is None else round(float(retention), 4),
+        "achieved_retention_mean": achieved,
+        "achieved_retention_min": _get(record, "retention", "min"),
+        "achieved_retention_max": _get(record, "retention", "max"),
+        "task": settings.get("task"),
+        "prefill_flops": _get(record, "flops", "prefill_mean"),
+        "flops_ratio": _get(record, "flops", "prefill_ratio_mean"),
+        "tokens_visual": _get(record, "tokens", "visual_mean"),
+        "tokens_fed": _get(record, "tokens", "fed_mean"),
+        "samples": _get(record, "samples", "count"),
+        "failed": _get(record, "samples", "failed"),
+        "peak_memory_bytes": record.get("peak_memory_bytes"),
+        "llm_layers": _get(settings, "model", "llm", "layers"),
+        "llm_hidden": _get(settings, "model", "llm", "hidden"),
+        "llm_ffn": _get(settings, "model", "llm", "ffn"),
+        "max_frames": _get(settings, "model", "max_frames_num"),
+        "duration_s": record.get("duration_s"),
+        "started_at": record.get("started_at"),
+        "path": None if path is None else str(path),
+    }
+    for name, value in (record.get("timings") or {}).items():
+        base[f"timing_{name}"] = value
+    metrics = record.get("metrics") or {}
+    if not metrics:
+        return [{**base, "metric": None, "value": None, "stderr": None}]
+    return [
+        {**base, "metric": name, "value": _get(m, "value"), "stderr": _get(m, "stderr")}
+        for name, m in metrics.items()
+    ]
+
+
+def _labels(df: pd.DataFrame) -> pd.Series:
+    """`method`, or `method[k=v,...]` naming the parameters that differ where a source holds
+    one method with several parameter sets."""
+    labels = df["method"].astype(object).copy()
+    if df.empty:
+        return labels
+    for (_source, method), group in df.groupby(["source", "method"], dropna=True):
+        variants = sorted(group["params"].unique())
+        if len(variants) < 2:
+            continue
+        parsed = {v: json.loads(v) for v in variants}
+        keys = sorted({k for p in parsed.values() for k in p})
+        differ = [k for k in keys if len({json.dumps(p.get(k)) for p in parsed.values()}) > 1]
+        for variant, p in parsed.items():
+            text = ",".join(f"{k}={json.dumps(p.get(k))}" for k in differ)
+            labels.loc[group.index[group["params"] == variant]] = f"{method}[{text}]"
+    return labels
