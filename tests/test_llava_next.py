@@ -1,0 +1,601 @@
+"""backbones.llava_next: a LLaVA-NeXT checkpoint, converted, computes what LLaVA-NeXT computes.
+
+The test writes a tiny random checkpoint in the LLaVA-NeXT layout (LlavaQwenForCausalLM names,
+a SigLIP tower of 3 layers of which LLaVA-NeXT uses the first 2, mlp2x_gelu projector,
+image_newline, a byte-level BPE tokenizer without image tokens), converts it, and compares the
+transformers model with a reference written here in plain torch from LLaVA-NeXT's description,
+reading the ORIGINAL state dict by its original names:
+- vision (siglip_encoder.py): patch conv + position embedding, encoder layers 0 .. L-2 (the
+  last layer is deleted), output of the last kept layer, no post_layernorm;
+- projector (multimodal_projector/builder.py, mlp2x_gelu): linear, exact GELU, linear;
+- pooling (llava_arch.py get_2dPool): bilinear interpolation of each frame's h x w grid to
+  ceil(h/2) x ceil(w/2) (5x5 -> 3x3 here, like 27x27 -> 14x14);
+- sequence (llava_arch.py, mm_newline_position "one_token"): [text, frame tokens, newline,
+  text] through Qwen2 (RMSNorm, rotary attention with q/k/v bias and grouped KV, SwiGLU).
+Everything runs in float32 on the CPU; features and logits must agree to 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from backbones import llava_next
+from backbones.llava_next import ConversionError, convert, ensure_converted
+
+# tiny SigLIP tower: 76 px / 14 px patches = 5x5 grid (the 6 px border is dropped, as 384 px
+# gives 27x27), 3 layers of which LLaVA-NeXT uses 2
+V_WIDTH, V_HEADS, V_FFN, V_LAYERS, IMAGE, PATCH = 32, 4, 48, 3, 76, 14
+GRID = IMAGE // PATCH  # 5
+POOLED = math.ceil(GRID / 2)
+# tiny Qwen2
+HIDDEN, HEADS, KV_HEADS, FFN, LAYERS, THETA, EPS = 48, 4, 2, 64, 2, 1e6, 1e-6
+FRAMES = 3
+VISION = "model.vision_tower.vision_tower.vision_model."
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+CORPUS = [
+    "You are a helpful assistant.",
+    "What is in the video? Describe the video in detail.",
+    "The person walks to the door, opens it and leaves the room.",
+    "Answer with the option's letter from the given choices directly.",
+] * 4
+# LLaVA-NeXT's qwen_2 prompt (conversation.py conv_qwen, CHATML) for one video question, as
+# lmms-eval's llava_onevision builds it: DEFAULT_IMAGE_TOKEN + "\n" + question.
+QUESTION = "What is in the video?"
+LLAVA_NEXT_PROMPT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    f"<|im_start|>user\n<image>\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+# Two layouts: "7b" keeps the shortened tower (what LLaVA-NeXT saves), an untied lm_head and
+# room in the vocabulary; "0.5b" keeps the full tower (its last layer must be dropped), ties
+# lm_head to the embedding (no lm_head.weight), stores a rotary inv_freq buffer, gives the
+# pinpoints as a "(AxB)" range string and has no free rows for <image>/<video>.
+CASES = {
+    "7b": {"saved_layers": V_LAYERS - 1, "tied": False, "spare_rows": 20},
+    "0.5b": {"saved_layers": V_LAYERS, "tied": True, "spare_rows": 0},
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Writing a tiny LLaVA-NeXT checkpoint
+
+
+def _tokenizer(directory: Path) -> int:
+    """A byte-level BPE tokenizer in Qwen2's style (tokenizer.json + tokenizer_config.json);
+    returns its size."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    settings = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "model_max_length": 512,
+        "add_prefix_space": False,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings))
+    return tok.get_vocab_size()
+
+
+def _weights(vocab: int, saved_layers: int, tied: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.15) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * scale
+
+    def norm(n: int) -> torch.Tensor:
+        return 1.0 + rand(n, scale=0.1)
+
+    sd: dict[str, torch.Tensor] = {
+        VISION + "embeddings.patch_embedding.weight": rand(V_WIDTH, 3, PATCH, PATCH, scale=0.05),
+        VISION + "embeddings.patch_embedding.bias": rand(V_WIDTH),
+        VISION + "embeddings.position_embedding.weight": rand(GRID * GRID, V_WIDTH, scale=0.5),
+        VISION + "post_layernorm.weight": norm(V_WIDTH),  # never used by LLaVA-NeXT
+        VISION + "post_layernorm.bias": rand(V_WIDTH),
+    }
+    for i in range(saved_layers):
+        p = f"{VISION}encoder.layers.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[p + f"self_attn.{name}.weight"] = rand(V_WIDTH, V_WIDTH, scale=0.3)
+            sd[p + f"self_attn.{name}.bias"] = rand(V_WIDTH)
+        for name in ("layer_norm1", "layer_norm2"):
+            sd[p + f"{name}.weight"], sd[p + f"{name}.bias"] = norm(V_WIDTH), rand(V_WIDTH)
+        sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"] = rand(V_FFN, V_WIDTH), rand(V_FFN)
+        sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"] = rand(V_WIDTH, V_FFN), rand(V_WIDTH)
+    sd["model.mm_projector.0.weight"] = rand(HIDDEN, V_WIDTH, scale=0.3)
+    sd["model.mm_projector.0.bias"] = rand(HIDDEN)
+    sd["model.mm_projector.2.weight"] = rand(HIDDEN, HIDDEN, scale=0.3)
+    sd["model.mm_projector.2.bias"] = rand(HIDDEN)
+    sd["model.image_newline"] = rand(HIDDEN, scale=1.0)
+    sd["model.embed_tokens.weight"] = rand(vocab, HIDDEN, scale=0.1)
+    head_dim = HIDDEN // HEADS
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        sd[p + "self_attn.q_proj.weight"] = rand(HIDDEN, HIDDEN, scale=0.3)
+        sd[p + "self_attn.q_proj.bias"] = rand(HIDDEN)
+        sd[p + "self_attn.k_proj.weight"] = rand(KV_HEADS * head_dim, HIDDEN, scale=0.3)
+        sd[p + "self_attn.k_proj.bias"] = rand(KV_HEADS * head_dim)
+        sd[p + "self_attn.v_proj.weight"] = rand(KV_HEADS * head_dim, HIDDEN, scale=0.3)
+        sd[p + "self_attn.v_proj.bias"] = rand(KV_HEADS * head_dim)
+        sd[p + "self_attn.o_proj.weight"] = rand(HIDDEN, HIDDEN, scale=0.3)
+        sd[p + "mlp.gate_proj.weight"] = rand(FFN, HIDDEN, scale=0.3)
+        sd[p + "mlp.up_proj.weight"] = rand(FFN, HIDDEN, scale=0.3)
+        sd[p + "mlp.down_proj.weight"] = rand(HIDDEN, FFN, scale=0.3)
+        sd[p + "input_layernorm.weight"] = norm(HIDDEN)
+        sd[p + "post_attention_layernorm.weight"] = norm(HIDDEN)
+    sd["model.norm.weight"] = norm(HIDDEN)
+    if tied:  # older Qwen2 checkpoints also carry the rotary buffer
+        sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = rand(head_dim // 2)
+    else:
+        sd["lm_head.weight"] = rand(vocab, HIDDEN, scale=0.1)
+    return sd
+
+
+def write_llava_next(root: Path, saved_layers: int, tied: bool, spare_rows: int) -> Path:
+    """A LLaVA-NeXT checkpoint directory under `root` (its tower config beside it)."""
+    tower = root / "tiny-siglip"  # mm_vision_tower: "siglip" in the name, as LLaVA-NeXT needs
+    tower.mkdir(parents=True)
+    tower_config = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": V_WIDTH,
+        "intermediate_size": V_FFN,
+        "num_hidden_layers": V_LAYERS,
+        "num_attention_heads": V_HEADS,
+        "image_size": IMAGE,
+        "patch_size": PATCH,
+        "hidden_act": "gelu_pytorch_tanh",
+        "layer_norm_eps": 1e-6,
+    }
+    (tower / "config.json").write_text(json.dumps(tower_config))
+    src = root / "llava-next-tiny"
+    src.mkdir()
+    vocab = _tokenizer(src) + spare_rows
+    pinpoints = (
+        "(1x1),(1x2),(2x1),(2x2)"
+        if tied
+        else [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE], [2 * IMAGE, 2 * IMAGE]]
+    )
+    config = {
+        "architectures": ["LlavaQwenForCausalLM"],
+        "model_type": "llava",
+        "attention_dropout": 0.0,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": HIDDEN,
+        "intermediate_size": FFN,
+        "initializer_range": 0.02,
+        "max_position_embeddings": 512,
+        "max_window_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": LAYERS,
+        "num_key_value_heads": KV_HEADS,
+        "rms_norm_eps": EPS,
+        "rope_scaling": None,
+        "rope_theta": THETA,
+        "sliding_window": 512,
+        "use_sliding_window": False,
+        "tie_word_embeddings": tied,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": vocab,
+        "image_aspect_ratio": "anyres_max_9",
+        "image_grid_pinpoints": pinpoints,
+        "image_token_index": vocab,
+        "mm_hidden_size": V_WIDTH,
+        "mm_newline_position": "one_token",
+        "mm_patch_merge_type": "spatial_unpad",
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_spatial_pool_mode": "bilinear",
+        "mm_spatial_pool_stride": 2,
+        "mm_tunable_parts": "mm_vision_tower,mm_mlp_adapter,mm_language_model",
+        "mm_use_im_patch_token": False,
+        "mm_use_im_start_end": False,
+        "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": -2,
+        "mm_vision_tower": str(tower),
+        "tokenizer_model_max_length": 512,
+        "tokenizer_padding_side": "right",
+        "use_mm_proj": True,
+    }
+    (src / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(_weights(vocab, saved_layers, tied), src / "model.safetensors")
+    return src
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def converted(request, tmp_path_factory) -> tuple[str, Path, Path]:
+    """(case, LLaVA-NeXT source, converted directory)."""
+    root = tmp_path_factory.mktemp(f"llava_next_{request.param}")
+    src = write_llava_next(root, **CASES[request.param])
+    return request.param, src, convert(src, root / "converted")
+
+
+@pytest.fixture(scope="module")
+def source_7b(tmp_path_factory) -> Path:
+    return write_llava_next(tmp_path_factory.mktemp("src7b"), **CASES["7b"])
+
+
+# ------------------------------------------------------------------------------------------
+# LLaVA-NeXT, written from its description over the original state dict
+
+
+def _attention(x, sd, p, heads):
+    """SigLIP self-attention of [B, N, D] with the weights under prefix p."""
+    b, n, d = x.shape
+    head_dim = d // heads
+
+    def proj(name):
+        w, bias = sd[p + f"{name}.weight"], sd[p + f"{name}.bias"]
+        return F.linear(x, w, bias).view(b, n, heads, head_dim).transpose(1, 2)
+
+    q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
+    weights = torch.softmax(q @ k.transpose(-1, -2) * head_dim**-0.5, dim=-1)
+    out = (weights @ v).transpose(1, 2).reshape(b, n, d)
+    return F.linear(out, sd[p + "out_proj.weight"], sd[p + "out_proj.bias"])
+
+
+def reference_vision(sd, pixels, layers):
+    """SigLIP encoder layers 0..layers-1, last hidden state, no post_layernorm: [T, N, D]."""
+    x = F.conv2d(
+        pixels,
+        sd[VISION + "embeddings.patch_embedding.weight"],
+        sd[VISION + "embeddings.patch_embedding.bias"],
+        stride=PATCH,
+    )
+    x = x.flatten(2).transpose(1, 2) + sd[VISION + "embeddings.position_embedding.weight"]
+    for i in range(layers):
+        p = f"{VISION}encoder.layers.{i}."
+
+        def ln(t, name, p=p):
+            return F.layer_norm(
+                t, (V_WIDTH,), sd[p + name + ".weight"], sd[p + name + ".bias"], eps=1e-6
+            )
+
+        x = x + _attention(ln(x, "layer_norm1"), sd, p + "self_attn.", V_HEADS)
+        h = F.linear(ln(x, "layer_norm2"), sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"])
+        h = F.gelu(h, approximate="tanh")  # SigLIP's gelu_pytorch_tanh
+        x = x + F.linear(h, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
+    return x
+
+
+def reference_video_features(sd, pixels, layers):
+    """Vision -> mlp2x_gelu projector -> bilinear 2x2 pooling: [T, ceil(h/2)*ceil(w/2), D]."""
+    x = reference_vision(sd, pixels, layers)
+    x = F.linear(x, sd["model.mm_projector.0.weight"], sd["model.mm_projector.0.bias"])
+    x = F.linear(F.gelu(x), sd["model.mm_projector.2.weight"], sd["model.mm_projector.2.bias"])
+    t, _, d = x.shape
+    grid = x.view(t, GRID, GRID, d).permute(0, 3, 1, 2)
+    pooled = F.interpolate(grid, size=(POOLED, POOLED), mode="bilinear")
+    return pooled.permute(0, 2, 3, 1).reshape(t, POOLED * POOLED, d)
+
+
+def _rms(x, weight):
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS))
+
+
+def _rotate(x, positions):
+    """Rotary embedding of [H, S, d] (halves rotated, Qwen2/Llama convention)."""
+    d = x.shape[-1]
+    inv = 1.0 / THETA ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
+    angles = positions[:, None].float() * inv[None]
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+def reference_logits(sd, embeds):
+    """Qwen2 over [S, hidden] input embeddings: logits [S, vocab]."""
+    s = embeds.shape[0]
+    positions = torch.arange(s)
+    head_dim = HIDDEN // HEADS
+    causal = torch.full((s, s), float("-inf")).triu(1)
+    x = embeds
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        h = _rms(x, sd[p + "input_layernorm.weight"])
+
+        def proj(name, heads, h=h, p=p):
+            out = F.linear(h, sd[p + f"self_attn.{name}.weight"], sd[p + f"self_attn.{name}.bias"])
+            return out.view(s, heads, head_dim).transpose(0, 1)
+
+        q = _rotate(proj("q_proj", HEADS), positions)
+        k = _rotate(proj("k_proj", KV_HEADS), positions).repeat_interleave(HEADS // KV_HEADS, 0)
+        v = proj("v_proj", KV_HEADS).repeat_interleave(HEADS // KV_HEADS, 0)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head_dim) + causal, dim=-1)
+        attn = (weights @ v).transpose(0, 1).reshape(s, HIDDEN)
+        x = x + F.linear(attn, sd[p + "self_attn.o_proj.weight"])
+        h = _rms(x, sd[p + "post_attention_layernorm.weight"])
+        gate = F.silu(F.linear(h, sd[p + "mlp.gate_proj.weight"]))
+        x = x + F.linear(
+            gate * F.linear(h, sd[p + "mlp.up_proj.weight"]), sd[p + "mlp.down_proj.weight"]
+        )
+    head = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    return F.linear(_rms(x, sd["model.norm.weight"]), head)
+
+
+# ------------------------------------------------------------------------------------------
+# Tests
+
+
+def _frames(seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(FRAMES, IMAGE, IMAGE, 3), dtype=np.uint8)
+
+
+def test_converted_model_matches_llava_next(converted):
+    from tokenizers import Tokenizer
+    from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+    case, src, dst = converted
+    sd = load_file(src / "model.safetensors")
+    tower_layers = json.loads(
+        Path(json.loads((src / "config.json").read_text())["mm_vision_tower"])
+        .joinpath("config.json")
+        .read_text()
+    )["num_hidden_layers"]
+    used = tower_layers - 1  # LLaVA-NeXT deletes the tower's last layer
+
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(dst, dtype=torch.float32)
+    model.eval()
+    processor = AutoProcessor.from_pretrained(dst)
+    cfg = model.config
+    assert cfg.vision_config.num_hidden_layers == used
+    assert (cfg.vision_feature_layer, cfg.vision_feature_select_strategy) == (-1, "full")
+    source_tok = Tokenizer.from_file(str(src / "tokenizer.json"))
+    n_tokens = source_tok.get_vocab_size()
+    tok = processor.tokenizer
+    assert tok.convert_tokens_to_ids(["<image>", "<video>"]) == [n_tokens, n_tokens + 1]
+    assert (cfg.image_token_id, cfg.video_token_id) == (n_tokens, n_tokens + 1)
+    assert processor.num_image_tokens == GRID * GRID
+    pinpoints = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE], [2 * IMAGE, 2 * IMAGE]]
+    assert processor.image_processor.image_grid_pinpoints == pinpoints
+    video_processor = processor.video_processor
+    assert list(video_processor.image_mean) == [0.5] * 3 == list(video_processor.image_std)
+    assert video_processor.size["height"] == video_processor.size["width"] == IMAGE
+
+    # the chat template renders LLaVA-NeXT's qwen_2 prompt, with <video> for the placeholder
+    messages = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == LLAVA_NEXT_PROMPT.replace("<image>", "<video>")
+    inputs = processor(text=prompt, videos=[_frames()], return_tensors="pt")
+    pixels = inputs["pixel_values_videos"].float()
+    assert pixels.shape == (1, FRAMES, 3, IMAGE, IMAGE)
+    expected_pixels = torch.from_numpy(_frames()).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    assert torch.allclose(pixels[0], expected_pixels, atol=0.05)  # SigLIP mean = std = 0.5
+
+    # LLaVA-NeXT's tokenizer_image_token: text chunks around the placeholder, features between
+    before, after = LLAVA_NEXT_PROMPT.split("<image>")
+    ids_before, ids_after = source_tok.encode(before).ids, source_tok.encode(after).ids
+    n_video = FRAMES * POOLED * POOLED + 1  # frame tokens and one newline (one_token)
+    expected_ids = ids_before + [cfg.video_token_id] * n_video + ids_after
+    assert inputs["input_ids"][0].tolist() == expected_ids
+
+    with torch.no_grad():
+        ref_feats = reference_video_features(sd, pixels[0], used)
+        out = model.model.get_video_features(pixel_values_videos=pixels)
+        feats = out.pooler_output if hasattr(out, "pooler_output") else out
+        assert feats.shape == (1, FRAMES * POOLED * POOLED + 1, HIDDEN)
+        torch.testing.assert_close(
+            feats[0, :-1].view(FRAMES, POOLED * POOLED, HIDDEN), ref_feats, atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(feats[0, -1], sd["model.image_newline"], atol=0, rtol=0)
+        # the layer count matters: all 3 tower layers (or 1) would give other features
+        if f"{VISION}encoder.layers.{tower_layers - 1}.mlp.fc1.weight" in sd:
+            assert not torch.allclose(
+                reference_video_features(sd, pixels[0], tower_layers), ref_feats, atol=1e-3
+            )
+        assert not torch.allclose(
+            reference_video_features(sd, pixels[0], used - 1), ref_feats, atol=1e-3
+        )
+
+        embed = sd["model.embed_tokens.weight"]
+        embeds = torch.cat(
+            [
+                embed[ids_before],
+                ref_feats.reshape(-1, HIDDEN),
+                sd["model.image_newline"][None],
+                embed[ids_after],
+            ]
+        )
+        ref = reference_logits(sd, embeds)
+        logits = model(**inputs).logits[0]
+    vocab = embed.shape[0]
+    assert ref.std() > 0.2  # a comparison of something, not of zeros
+    torch.testing.assert_close(logits[:, :vocab], ref, atol=1e-5, rtol=0)
+    # no spare rows for <image>/<video> (case "0.5b"): the vocabulary grew by mean rows
+    assert (logits.shape[1] > vocab) == (CASES[case]["spare_rows"] < 2)
+    if logits.shape[1] > vocab:
+        assert logits.shape[1] % 64 == 0
+        grown = model.get_input_embeddings().weight
+        torch.testing.assert_close(grown[vocab:], embed.mean(0).expand(grown.shape[0] - vocab, -1))
+
+
+def test_ensure_converted_converts_once(source_7b, tmp_path, monkeypatch):
+    calls = []
+    real = llava_next.convert
+
+    def counting(src, dst):
+        calls.append(src)
+        return real(src, dst)
+
+    monkeypatch.setattr(llava_next, "convert", counting)
+    cache = tmp_path / "cache"
+    first = ensure_converted(str(source_7b), cache_dir=cache)
+    second = ensure_converted(str(source_7b), cache_dir=cache)
+    assert first == second and len(calls) == 1
+    assert Path(first).parent == cache and Path(first).name.startswith("llava-next-tiny-")
+    assert (Path(first) / "scissorbench_conversion.json").is_file()
+    assert not list(cache.glob("*.partial-*"))
+    # an already converted checkpoint, or anything not LLaVA-NeXT, is returned unchanged
+    assert ensure_converted(first, cache_dir=cache) == first
+    assert ensure_converted("no-such-org/no-such-model", cache_dir=cache) == (
+        "no-such-org/no-such-model"
+    )
+    # new weights (another mtime) mean another conversion
+    weights = source_7b / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    third = ensure_converted(str(source_7b), cache_dir=cache)
+    assert third != first and len(calls) == 2
+
+
+def test_ensure_converted_default_cache_and_hub_snapshot(source_7b, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--tiny-org--llava-next-tiny"
+    shutil.copytree(source_7b, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("SCISSORBENCH_CACHE", str(tmp_path / "sb"))
+    path = Path(ensure_converted("tiny-org/llava-next-tiny"))
+    assert path.parent == tmp_path / "sb" / "converted"
+    assert path.name.startswith("tiny-org--llava-next-tiny-")
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    LlavaOnevisionForConditionalGeneration.from_pretrained(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ("drop", "model.mm_projector.2.weight"),
+        ("drop", VISION + "encoder.layers.1.mlp.fc2.bias"),
+        ("add", "model.faster_token"),
+        ("add", VISION + "encoder.layers.7.mlp.fc1.weight"),
+    ],
+)
+def test_missing_or_unexpected_weight_is_named(source_7b, tmp_path, edit, named):
+    src = tmp_path / "edited"
+    shutil.copytree(source_7b, src)
+    sd = load_file(src / "model.safetensors")
+    if edit == "drop":
+        del sd[named]
+    else:
+        sd[named] = torch.zeros(HIDDEN)
+    save_file(sd, src / "model.safetensors")
+    kind = "missing" if edit == "drop" else "unexpected"
+    with pytest.raises(ConversionError, match=rf"{kind}.*'{named}'"):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("merge", ["spatial_unpad", "flat"])
+def test_image_newline_needed_only_with_unpad(source_7b, tmp_path, merge):
+    """LLaVA-NeXT creates image_newline only when mm_patch_merge_type has "unpad"."""
+    src = tmp_path / merge
+    shutil.copytree(source_7b, src)
+    sd = load_file(src / "model.safetensors")
+    del sd["model.image_newline"]
+    save_file(sd, src / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "mm_patch_merge_type": merge}))
+    if merge == "flat":
+        from transformers import LlavaOnevisionForConditionalGeneration
+
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(convert(src, tmp_path / "o"))
+        assert not model.model.image_newline.any()
+    else:
+        with pytest.raises(ConversionError, match="missing.*'model.image_newline'"):
+            convert(src, tmp_path / "o")
+
+
+def test_refuses_other_layouts(source_7b, tmp_path):
+    with pytest.raises(ConversionError, match="not a LLaVA-NeXT checkpoint"):
+        convert(tmp_path, tmp_path / "out")
+    config = json.loads((source_7b / "config.json").read_text())
+    src = tmp_path / "clip"
+    shutil.copytree(source_7b, src)
+    (src / "config.json").write_text(json.dumps({**config, "mm_vision_tower": "openai/clip"}))
+    with pytest.raises(ConversionError, match="only SigLIP"):
+        convert(src, tmp_path / "out")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(FileExistsError):
+        convert(source_7b, tmp_path / "full")
+
+
+def test_cli_convert(source_7b, tmp_path, capsys):
+    from scissorbench.cli import main
+
+    assert main(["convert", str(source_7b), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "config.json").is_file()
+    assert main(["convert", str(tmp_path / "nothing"), str(tmp_path / "out2")]) == 1
+    assert "scissorbench convert: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tower_config", ["hf_cache", "absent"])
+def test_so400m_geometry(tmp_path, monkeypatch, tower_config):
+    """The paper's tower: siglip-so400m-patch14-384 minus its last layer, 27x27 patches of width
+    1152 (pooled to 14x14 = 196 per frame), from its cached config or LLaVA-NeXT's defaults."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    name = "google/siglip-so400m-patch14-384"
+    if tower_config == "hf_cache":  # a full SigLIP config: the tower's part is vision_config
+        snapshot = tmp_path / "models--google--siglip-so400m-patch14-384" / "snapshots" / "c0"
+        snapshot.mkdir(parents=True)
+        (snapshot.parents[1] / "refs").mkdir()
+        (snapshot.parents[1] / "refs" / "main").write_text("c0")
+        vision = {
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "image_size": 384,
+            "patch_size": 14,
+        }
+        (snapshot / "config.json").write_text(
+            json.dumps({"model_type": "siglip", "vision_config": vision})
+        )
+    shapes = {  # meta tensors: only shapes are read
+        "embeddings.patch_embedding.weight": (1152, 3, 14, 14),
+        "embeddings.position_embedding.weight": (729, 1152),
+        "encoder.layers.0.mlp.fc1.weight": (4304, 1152),
+    }
+    state = {VISION + k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    vision, tower_layers, source = llava_next._vision_config({"mm_vision_tower": name}, state)
+    assert (tower_layers, vision["num_hidden_layers"], vision["num_attention_heads"]) == (
+        27,
+        26,
+        16,
+    )
+    assert (vision["image_size"], vision["patch_size"], vision["hidden_size"]) == (384, 14, 1152)
+    assert (vision["image_size"] // vision["patch_size"]) ** 2 == 729
+    assert math.ceil(27 / 2) ** 2 == 196
+    assert ("snapshots" in source) == (tower_config == "hf_cache")
