@@ -1,0 +1,72 @@
+"""Model adapters: how to reach a video LLM's visual features, decoder layers and KV cache.
+
+Compressors (`compressors/`) are pure tensor functions; an adapter applies one to a model:
+before the LLM (on the pooled features [T, N, D]) or inside it (FastV at decoder layer K).
+
+>>> import backbones, compressors
+>>> llm = backbones.load("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", dtype="bfloat16",
+...                      device="cuda")
+>>> prepared = llm.prepare(frames, compressors.build("scc", retention=0.1))   # [T, H, W, 3]
+>>> text, acc = llm.generate(prepared, "What happens in the video?")
+>>> acc.visual_tokens, acc.visual_tokens_fed, acc.tokens_per_layer, acc.achieved_retention
+
+One implementation: `LlavaOnevisionAdapter` (transformers' LLaVA-OneVision: SigLIP + projector +
+2x2 bilinear pooling + Qwen2). `backbones.tiny.write_tiny_checkpoint` writes a random toy
+checkpoint that loads through the same code; `backbones.llava_next` converts LLaVA-NeXT
+checkpoints (the paper's baselines), which `load` does on the fly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+
+__all__ = ["DTYPES", "Accounting", "Prefill", "Prepared", "VideoLLM", "load"]
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def load(
+    pretrained: str,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn_implementation: str = "sdpa",
+    video_newline: bool = False,
+) -> VideoLLM:
+    """Load a LLaVA-OneVision checkpoint (hub id or local directory) as a `VideoLLM`.
+
+    pretrained:          hub id (e.g. "llava-hf/llava-onevision-qwen2-0.5b-ov-hf") or a local
+                         directory; a LLaVA-NeXT checkpoint is converted once first
+                         (`backbones.llava_next.ensure_converted`).
+    dtype:               "float32", "bfloat16", "float16" or "auto" (the checkpoint's).
+    attn_implementation: passed to `from_pretrained` ("sdpa", "flash_attention_2", "eager").
+    video_newline:       append the model's newline embedding after the video (transformers'
+                         layout); False is the paper's flat layout.
+    Raises OSError naming `pretrained` when it is neither a directory nor loadable from the
+    hub (offline: not in the local cache).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    import torch
+    from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+    from backbones.llava_next import ensure_converted
+    from backbones.llava_onevision import LlavaOnevisionAdapter
+
+    path = ensure_converted(pretrained)
+    torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=attn_implementation
+        )
+    except OSError as err:
+        raise OSError(
+            f"backbones.load: cannot load {pretrained!r}: it is not a checkpoint directory and "
+            f"could not be fetched from the Hugging Face hub (offline, or not in the local "
+            f"cache?): {err}"
+        ) from err
+    model.to(device)
+    return LlavaOnevisionAdapter(model, processor, video_newline=video_newline)

@@ -1,0 +1,534 @@
+"""LLaVA-OneVision (transformers' `LlavaOnevisionForConditionalGeneration`) as a `VideoLLM`.
+
+The adapter reaches into the model in three places and nowhere else:
+
+1. **Visual features** (`prepare`): the processor's video preprocessing, then the model's own
+   `get_video_features` (vision tower at `vision_feature_layer` with the configured select
+   strategy -> projector -> 2x2 bilinear `apply_pooling`), whose trailing `image_newline` is set
+   aside: features [T, N, D], N = ceil(h/2) * ceil(w/2) for an h x w patch grid (27x27 -> 14x14
+   = 196 for SigLIP-384). A pre-LLM compressor turns them into the M tokens [M, D] the LLM sees.
+2. **VisionZip importance** (METHODS.md section 5): SigLIP has no [CLS], so importance is the
+   attention each patch *receives* in the last vision layer used for the features, averaged
+   over heads and queries and pooled like the features -> [T, N]. A forward pre-hook captures
+   that layer's input; its `layer_norm1`, `q_proj`, `k_proj` give the one attention map. The
+   tower itself runs unchanged (SDPA), and only when the compressor asks for `importance`.
+3. **The decoder loop** (`prefill`, decode steps): our own loop over
+   `model.model.language_model.layers`: embed -> rotary (cos, sin for every position) -> layers
+   -> norm -> `lm_head`, with `attention_mask=None` (batch size 1: SDPA's `is_causal` covers the
+   prefill; a 1-token decode step attends to its whole cache) and a `DynamicCache`, whose layers
+   hold their own lengths. Pre-LLM methods run it unpruned. **FastV** (METHODS.md section 4): at
+   layer K-1 the attention probabilities of the last prompt token to every visual token,
+   averaged over heads, are recomputed from that layer's own `q_proj`/`k_proj` on its
+   `input_layernorm` output with its rotary embedding (q for the last position, k for all; GQA
+   kv heads repeated; softmax over all keys, text included, in float32), so the model keeps
+   SDPA/FlashAttention; `compressors.fastv.keep_indices` picks the top M = budget(r, N_v); the
+   other visual tokens leave the hidden states and the cos/sin rows, so layers >= K compute on
+   the shorter sequence with the ORIGINAL position ids. Layers < K cache every position, layers
+   >= K only the kept ones; decode positions continue from the full prompt length.
+
+Prompt (lmms-eval `llava_onevision` with the `qwen_2` conversation, which the paper used):
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n<video>\\n
+    {prompt}<|im_end|>\\n<|im_start|>assistant\\n
+
+built here as a string for every checkpoint rather than with the processor's chat template:
+checkpoint templates differ (llava-hf's adds no default system prompt and places whitespace its
+own way), and the paper's numbers come from this exact string. If the prompt already holds one
+`<video>` or `<image>` placeholder the video goes there instead (as lmms-eval does). The
+placeholder is replaced by exactly the visual tokens the LLM receives (spliced as embeddings),
+then, with `video_newline=True`, the model's `image_newline` (transformers' and lmms-eval's
+layout); the paper presets use `video_newline=False` (flat). Text is tokenized without special
+tokens added (Qwen2 has no BOS), the placeholder's two sides separately (special tokens split
+the text anyway, so the ids equal the processor's).
+
+`loglikelihood(context, continuation)`: the context prompt is prefilled (FastV's "last prompt
+token" is the last token of the assistant header, as in generation), then the continuation's
+tokens are fed one at a time through the cache; the result is the sum of their log-probs
+(no `<|im_end|>` appended) and whether each is the greedy choice. Continuation ids are the tail
+of tokenizing context-tail + continuation together (as lm-eval), else the continuation alone.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import compressors
+from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+from compressors.fastv import keep_indices
+
+__all__ = ["SYSTEM_PROMPT", "LlavaOnevisionAdapter"]
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+_IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
+_IMPORTANCE_CHUNK = 4  # frames per chunk of the vision attention map (memory: chunk x H x P^2)
+
+
+class LlavaOnevisionAdapter(VideoLLM):
+    """A loaded `LlavaOnevisionForConditionalGeneration` + its processor (see module docstring).
+
+    video_newline: append the model's `image_newline` embedding after the video (transformers'
+                   layout) instead of the flat layout of the paper.
+    """
+
+    def __init__(self, model: Any, processor: Any, *, video_newline: bool = False) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.video_newline = bool(video_newline)
+        config = model.config
+        vision = config.vision_config
+        side = vision.image_size // vision.patch_size
+        self._patch_grid = (side, side)
+        self.grid = (math.ceil(side / 2), math.ceil(side / 2))
+        self.tokens_per_frame = self.grid[0] * self.grid[1]
+        text = config.text_config
+        self.num_layers = int(text.num_hidden_layers)
+        self.hidden_size = int(text.hidden_size)
+        self.intermediate_size = int(text.intermediate_size)
+        self._lm = model.model.language_model
+        if getattr(self._lm, "has_sliding_layers", False):
+            raise NotImplementedError(
+                "backbones: sliding-window attention layers are not supported by the decoder loop"
+            )
+        if any(hasattr(layer.self_attn, "q_norm") for layer in self._lm.layers):
+            raise NotImplementedError("backbones: q/k-normalised attention (Qwen3) not supported")
+        self._stop_ids = self._stop_token_ids()
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self._lm.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._lm.embed_tokens.weight.dtype
+
+    def _stop_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else list(eos or []))
+        for token in (self.tokenizer.eos_token, _IM_END, "<|endoftext|>"):
+            if token is None:
+                continue
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return ids
+
+    # ------------------------------------------------------------------- prepare
+    @torch.inference_mode()
+    def prepare(
+        self, frames: np.ndarray, compressor: Any = None, retention: float | None = None
+    ) -> Prepared:
+        """Encode uint8 frames [T, H, W, 3]; apply a pre-LLM compressor (see the module doc).
+
+        compressor: a `compressors.Compressor`; None or "none" runs the full model. Pre-LLM
+                    methods get the features [T, N, D] (and `importance` [T, N] if they ask);
+                    in-LLM methods (FastV) are remembered for the decoder loop.
+        retention:  the target r; if the compressor was built without one, it is bound here
+                    (it must agree with the compressor's own when both are given).
+        """
+        frames = _check_frames(frames)
+        compressor = _bind(compressor, retention)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        num_frames = frames.shape[0]
+        wants_importance = compressor is not None and "importance" in compressor.signals
+
+        started = _now(self.device)
+        video, importance = self.encode(frames, importance=wants_importance)
+        vision = _now(self.device) - started
+
+        started = _now(self.device)
+        n_v = num_frames * self.tokens_per_frame
+        in_llm = None
+        info: dict[str, Any] = {"achieved_retention": 1.0}
+        if compressor is None:
+            visual = video.reshape(n_v, -1)
+        elif compressor.stage == "in_llm":
+            in_llm = self._in_llm_plan(compressor, n_v)
+            visual = video.reshape(n_v, -1)
+            info = {"achieved_retention": in_llm["budget"] / n_v, "layer": in_llm["layer"]}
+        else:
+            signals = self._signals(compressor, importance)
+            result = compressor(video, grid=self.grid, **signals)
+            visual = result.tokens.to(self.dtype)
+            info = {**result.info, "achieved_retention": result.achieved_retention}
+        compress = _now(self.device) - started
+        return Prepared(
+            visual=visual,
+            frames=num_frames,
+            visual_tokens=n_v,
+            compressor=compressor,
+            in_llm=in_llm,
+            timings={"vision": vision, "compress": compress},
+            info=info,
+        )
+
+    def _in_llm_plan(self, compressor: Any, n_v: int) -> dict[str, int]:
+        if compressor.name != "fastv":
+            raise NotImplementedError(
+                f"backbones: in-LLM compressor {compressor.name!r} has no decoder hook here "
+                "(implemented: fastv)"
+            )
+        layer = int(compressor.params.get("layer", 3))
+        if not 1 <= layer < self.num_layers:
+            raise ValueError(
+                f"fastv layer K={layer} must be in [1, {self.num_layers - 1}] for this "
+                f"{self.num_layers}-layer LLM"
+            )
+        return {"layer": layer, "budget": compressors.budget(compressor.params["retention"], n_v)}
+
+    def _signals(self, compressor: Any, importance: Tensor | None) -> dict[str, Tensor]:
+        signals: dict[str, Tensor] = {}
+        for name in compressor.signals:
+            if name != "importance" or importance is None:
+                raise NotImplementedError(
+                    f"backbones: compressor {compressor.name!r} needs signal {name!r}, which "
+                    "this adapter does not provide before the LLM (it provides: importance)"
+                )
+            signals[name] = importance
+        return signals
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
+        """Features [T, N, D] of uint8 frames [T, H, W, 3] and, if asked, importance [T, N].
+
+        The processor's video preprocessing, then the model's own `get_video_features`
+        (tower -> projector -> 2x2 bilinear pooling); its trailing newline is set aside.
+        Importance (float32) is None unless asked for.
+        """
+        frames = _check_frames(frames)
+        num_frames = frames.shape[0]
+        pixels = self.processor.video_processor(videos=[frames], return_tensors="pt")
+        pixels = pixels["pixel_values_videos"].to(self.device, self.dtype)  # [1, T, 3, S, S]
+        with self._capture_vision_input(importance) as captured:
+            out = self.model.model.get_video_features(pixel_values_videos=pixels, return_dict=True)
+        pooled = out.pooler_output  # [1, T*N + 1, D]: frame tokens, then image_newline
+        video = pooled[0, :-1].reshape(num_frames, self.tokens_per_frame, -1)
+        return video, (self._importance(captured["input"]) if importance else None)
+
+    # --------------------------------------------------------- vision importance
+    def _vision_layers(self) -> Any:
+        tower = self.model.model.vision_tower
+        model = getattr(tower, "vision_model", tower)
+        return model.encoder.layers
+
+    def _importance_layer(self) -> int:
+        """Index of the last vision encoder layer whose output the features use."""
+        count = len(self._vision_layers())
+        chosen = self.model.config.vision_feature_layer
+        chosen = [chosen] if isinstance(chosen, int) else list(chosen)
+        index = max(c % (count + 1) for c in chosen)  # into hidden_states (embeddings first)
+        if index == 0:
+            raise ValueError("vision_feature_layer selects the embeddings: no attention to use")
+        return index - 1
+
+    @contextmanager
+    def _capture_vision_input(self, active: bool) -> Iterator[dict]:
+        """Capture the input hidden states [T, P, Dv] of the importance layer while active."""
+        captured: dict[str, Tensor] = {}
+        if not active:
+            yield captured
+            return
+        layer = self._vision_layers()[self._importance_layer()]
+
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            captured["input"] = args[0] if args else kwargs["hidden_states"]
+
+        handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    def _importance(self, hidden: Tensor) -> Tensor:
+        """Attention each patch receives, head- and query-averaged, pooled: [T, P, Dv] -> [T, N].
+
+        Computed from the importance layer's own layer_norm1, q_proj, k_proj (float32 softmax).
+        """
+        layer = self._vision_layers()[self._importance_layer()]
+        attn = layer.self_attn
+        frames, patches, _ = hidden.shape
+        heads, head_dim = attn.num_heads, attn.head_dim
+        received = []
+        for chunk in hidden.split(_IMPORTANCE_CHUNK):
+            x = layer.layer_norm1(chunk)
+            q = attn.q_proj(x).view(len(chunk), patches, heads, head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(len(chunk), patches, heads, head_dim).transpose(1, 2)
+            scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale  # [c, H, P, P]
+            received.append(scores.softmax(dim=-1).mean(dim=1).mean(dim=1))  # [c, P]
+        received = torch.cat(received)
+        if self.model.config.vision_feature_select_strategy == "default":
+            received = received[:, 1:]  # a [CLS]-style first token is not a patch
+        return self._pool(received.reshape(frames, *self._patch_grid, 1))[..., 0]
+
+    def _pool(self, x: Tensor) -> Tensor:
+        """The model's 2x2 bilinear pooling (`apply_pooling`): [T, h, w, C] -> [T, N, C]."""
+        pooled = F.interpolate(x.permute(0, 3, 1, 2), size=list(self.grid), mode="bilinear")
+        return pooled.permute(0, 2, 3, 1).reshape(x.shape[0], self.tokens_per_frame, -1)
+
+    # -------------------------------------------------------------------- prompt
+    def _split_prompt(self, prompt: str) -> tuple[str, str]:
+        """Text before and after the video: the qwen_2 conversation (module docstring)."""
+        placeholders = [self.processor.video_token, self.processor.image_token]
+        present = [p for p in placeholders if p in prompt]
+        if present:
+            token = present[0]
+            if sum(prompt.count(p) for p in placeholders) != 1:
+                raise ValueError("the prompt may hold at most one <video>/<image> placeholder")
+            user_before, user_after = prompt.split(token)
+        else:
+            user_before, user_after = "", "\n" + prompt
+        before = f"{_IM_START}system\n{SYSTEM_PROMPT}{_IM_END}\n{_IM_START}user\n{user_before}"
+        after = f"{user_after}{_IM_END}\n{_IM_START}assistant\n"
+        return before, after
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _embed(self, ids: list[int]) -> Tensor:
+        """[len(ids), D] input embeddings."""
+        index = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self._lm.embed_tokens(index)
+
+    def prompt_embeddings(self, prepared: Prepared, prompt: str) -> tuple[Tensor, int]:
+        """(inputs_embeds [1, S, D], index of the first visual token) for `prompt`."""
+        before, after = (self._encode(text) for text in self._split_prompt(prompt))
+        parts = [self._embed(before), prepared.visual.to(self.device, self.dtype)]
+        if self.video_newline:
+            parts.append(self.model.model.image_newline[None].to(self.dtype))
+        parts.append(self._embed(after))
+        return torch.cat(parts)[None], len(before)
+
+    # ------------------------------------------------------------- decoder loop
+    def _layer(self, layer: Any, hidden: Tensor, rotary: tuple[Tensor, Tensor], cache: Any):
+        out = layer(
+            hidden,
+            attention_mask=None,
+            position_ids=None,  # rotary is applied through position_embeddings
+            past_key_values=cache,
+            use_cache=cache is not None,
+            position_embeddings=rotary,
+        )
+        return out[0] if isinstance(out, tuple) else out
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """[1, D] last hidden state -> [vocab] float32 logits."""
+        return self.model.lm_head(self._lm.norm(hidden)).float()[0]
+
+    def last_token_attention(
+        self, layer_index: int, hidden: Tensor, rotary: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """[S] attention probabilities of the last position to every position, head-averaged.
+
+        hidden: [1, S, D] input hidden states of decoder layer `layer_index`; rotary: its
+        (cos, sin), each [1, S, head_dim]. Recomputed from the layer's own projections: q for the
+        last position, k for all (GQA: kv heads repeated); softmax in float32 over every key
+        (the last position sees the whole causal prefix).
+        """
+        layer = self._lm.layers[layer_index]
+        attn = layer.self_attn
+        head_dim = attn.head_dim
+        x = layer.input_layernorm(hidden)
+        length = x.shape[1]
+        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)  # [1, H, 1, hd]
+        k = attn.k_proj(x).view(1, length, -1, head_dim).transpose(1, 2)  # [1, KV, S, hd]
+        cos, sin = rotary
+        q = _rotate(q.float(), cos[:, -1:].float(), sin[:, -1:].float())
+        k = _rotate(k.float(), cos.float(), sin.float())
+        k = k.repeat_interleave(attn.num_key_value_groups, dim=1)  # [1, H, S, hd]
+        scores = (q @ k.transpose(-1, -2)) * attn.scaling  # [1, H, 1, S]
+        return scores.softmax(dim=-1).mean(dim=1)[0, 0]
+
+    @torch.inference_mode()
+    def prefill(self, prepared: Prepared, prompt: str, *, cache: bool = True) -> Prefill:
+        """Run the prompt through every decoder layer (FastV: prune at layer K).
+
+        Returns the next-token logits, the per-layer lengths and, for FastV, the attention row
+        [N_v] and kept indices [M]; `cache=True` keeps the KV cache for decoding.
+        """
+        from transformers import DynamicCache
+
+        embeds, start = self.prompt_embeddings(prepared, prompt)
+        length = embeds.shape[1]
+        positions = torch.arange(length, device=self.device)[None]
+        cos, sin = self._lm.rotary_emb(embeds, positions)  # [1, S, head_dim] each
+        kv = DynamicCache(config=self._lm.config) if cache else None
+        plan = prepared.in_llm or {}
+        prune_at = plan.get("layer")
+        n_v = prepared.visual_tokens
+        hidden, lengths = embeds, []
+        kept = attention = None
+        for index, layer in enumerate(self._lm.layers):
+            if index == prune_at:
+                keep = torch.cat(
+                    [
+                        torch.arange(start, device=self.device),
+                        start + kept.to(self.device),
+                        torch.arange(start + n_v, length, device=self.device),
+                    ]
+                )
+                hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
+            if prune_at is not None and index == prune_at - 1:
+                row = self.last_token_attention(index, hidden, (cos, sin))
+                attention = row[start : start + n_v]
+                kept = keep_indices(attention, plan["budget"])
+            lengths.append(int(hidden.shape[1]))
+            hidden = self._layer(layer, hidden, (cos, sin), kv)
+        return Prefill(
+            logits=self._logits(hidden[:, -1]),
+            length=length,
+            tokens_per_layer=lengths,
+            visual_start=start,
+            kept=kept,
+            attention=attention,
+            cache=kv,
+        )
+
+    @torch.inference_mode()
+    def step(self, token: int, position: int, cache: Any) -> Tensor:
+        """Feed one token at `position` through the cache; [vocab] float32 next-token logits."""
+        hidden = self._embed([token])[None]  # [1, 1, D]
+        rotary = self._lm.rotary_emb(hidden, torch.tensor([[position]], device=self.device))
+        for layer in self._lm.layers:
+            hidden = self._layer(layer, hidden, rotary, cache)
+        return self._logits(hidden[:, -1])
+
+    # ----------------------------------------------------------------- requests
+    def generate(
+        self,
+        prepared: Prepared,
+        prompt: str,
+        *,
+        max_new_tokens: int = 32,
+        until: list[str] | None = None,
+    ) -> tuple[str, Accounting]:
+        """Greedy decoding with the KV cache; stops at an end-of-turn token, after
+        `max_new_tokens`, or at the first `until` string (which is cut off the answer)."""
+        until = [s for s in (until or []) if s]
+        started = _now(self.device)
+        pre = self.prefill(prepared, prompt)
+        prefill = _now(self.device) - started
+
+        started = _now(self.device)
+        tokens: list[int] = []
+        logits, position = pre.logits, pre.length
+        while len(tokens) < max_new_tokens:
+            token = int(logits.argmax())
+            if token in self._stop_ids:
+                break
+            tokens.append(token)
+            if until and any(s in self._decode(tokens) for s in until):
+                break
+            if len(tokens) < max_new_tokens:
+                logits = self.step(token, position, pre.cache)
+                position += 1
+        text = self._decode(tokens)
+        cut = [text.index(s) for s in until if s in text]
+        text = text[: min(cut)] if cut else text
+        decode = _now(self.device) - started
+        return text, self._accounting(prepared, pre, prefill, decode, generated=len(tokens))
+
+    def loglikelihood(
+        self, prepared: Prepared, context: str, continuation: str
+    ) -> tuple[float, bool, Accounting]:
+        """(sum of log p(continuation tokens | video, context), all tokens greedy) + accounting."""
+        after_text = self._split_prompt(context)[1]
+        after, tail = self._encode(after_text), self._encode(after_text + continuation)
+        if tail[: len(after)] == after and len(tail) > len(after):
+            target = tail[len(after) :]
+        else:
+            target = self._encode(continuation)
+        if not target:
+            raise ValueError("loglikelihood needs a non-empty continuation")
+
+        started = _now(self.device)
+        pre = self.prefill(prepared, context)
+        prefill = _now(self.device) - started
+        started = _now(self.device)
+        logprob, greedy = 0.0, True
+        logits, position = pre.logits, pre.length
+        for i, token in enumerate(target):
+            logprob += float(torch.log_softmax(logits, dim=-1)[token])
+            greedy = greedy and int(logits.argmax()) == token
+            if i + 1 < len(target):
+                logits = self.step(token, position, pre.cache)
+                position += 1
+        decode = _now(self.device) - started
+        return logprob, greedy, self._accounting(prepared, pre, prefill, decode, generated=0)
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _accounting(
+        self, prepared: Prepared, pre: Prefill, prefill: float, decode: float, generated: int
+    ) -> Accounting:
+        return Accounting(
+            visual_tokens=prepared.visual_tokens,
+            visual_tokens_fed=prepared.visual_tokens_fed,
+            prompt_tokens=pre.length,
+            tokens_per_layer=list(pre.tokens_per_layer),
+            timings={**prepared.timings, "prefill": prefill, "decode": decode},
+            peak_memory_bytes=_peak_memory(self.device),
+            generated_tokens=generated,
+        )
+
+
+# ------------------------------------------------------------------------------ helpers
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding (rotate-half form) of x [B, H, S, hd] with cos/sin [B, S, hd]."""
+    cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _check_frames(frames: Any) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(
+            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}"
+        )
+    return frames
+
+
+def _bind(compressor: Any, retention: float | None) -> Any:
+    """The compressor to apply (None for the full model), with `retention` bound if given."""
+    if compressor is None or compressor.name == "none":
+        return None
+    bound = compressor.params.get("retention")
+    if retention is None or (bound is not None and math.isclose(bound, retention)):
+        return compressor
+    if bound is not None:
+        raise ValueError(
+            f"retention {retention} disagrees with the compressor's own retention {bound}"
+        )
+    return compressors.build(compressor.name, **{**compressor.params, "retention": retention})
+
+
+def _now(device: torch.device) -> float:
+    """perf_counter after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB

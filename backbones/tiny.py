@@ -1,0 +1,178 @@
+"""A tiny random-weight LLaVA-OneVision checkpoint, written offline, loaded like a real one.
+
+Tests, the demo runner and CI have no model hub, so `write_tiny_checkpoint(path)` writes a
+complete transformers checkpoint of the real architecture at toy size: SigLIP tower -> 2-layer
+MLP projector -> the model's own 2x2 bilinear pooling -> Qwen2 decoder, plus a processor
+(video/image preprocessing, tokenizer, chat template). `backbones.load(path)` then goes through
+exactly the code a hub checkpoint does (`from_pretrained`), so nothing is tested on a toy path.
+Answers are noise; shapes, token counts, caches and equivalences are real.
+
+Default geometry: 84 px frames, 14 px patches -> 6 x 6 = 36 patches -> pooled 3 x 3 = 9 tokens per
+frame; vision 32 wide, 2 layers, 4 heads; LLM 64 wide, 4 layers (FastV's default K = 3 needs
+K < L), 4 query heads over 2 key/value heads (GQA, as Qwen2), untied `lm_head`. The tokenizer is
+byte-level BPE without merges (one token per byte, so any text encodes) plus the qwen_2 special
+tokens <|endoftext|>, <|im_start|>, <|im_end|> and the placeholders <image>, <video>, built with
+the `tokenizers` library. Weights are drawn with `initializer_range` 0.2 (not 0.02) so that
+attention rows and logits are far from uniform and ties are unlikely. Seeded: the same seed
+writes the same weights. About 0.6 MB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "write_tiny_checkpoint"]
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+
+# The qwen_2 conversation of LLaVA-NeXT / lmms-eval's llava_onevision (default system prompt,
+# media placeholders first, one per line, then the text); the same template as
+# backbones.llava_next writes for converted checkpoints.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}"
+    "{%- for part in message['content'] if part['type'] == 'image' -%}{{ '<image>\\n' }}"
+    "{%- endfor -%}"
+    "{%- for part in message['content'] if part['type'] == 'video' -%}{{ '<video>\\n' }}"
+    "{%- endfor -%}"
+    "{%- for part in message['content'] if part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def _tokenizer():
+    """Byte-level BPE over the 256 byte symbols (no merges) + the special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=4096,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def write_tiny_checkpoint(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    vision_layers: int = 2,
+    llm_layers: int = 4,
+    image_size: int = 84,
+    patch_size: int = 14,
+    vision_hidden: int = 32,
+    vision_heads: int = 4,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    heads: int = 4,
+    kv_heads: int = 2,
+    initializer_range: float = 0.2,
+) -> Path:
+    """Write a random LLaVA-OneVision checkpoint (safetensors + processor) to `path`.
+
+    `image_size / patch_size` patches per side, pooled to ceil(side / 2) per side: the default
+    84 / 14 gives 6 x 6 patches and 3 x 3 = 9 tokens per frame. Returns the path.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+    path = Path(path)
+    tokenizer = _tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+
+    vision = SiglipVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=vision_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        vision_use_head=False,
+    )
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=llm_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        initializer_range=initializer_range,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_id=ids["<image>"],
+        video_token_id=ids["<video>"],
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=True,
+        image_grid_pinpoints=[[image_size, image_size], [image_size, 2 * image_size]],
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False,
+        initializer_range=initializer_range,
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    with torch.no_grad():  # vision weights at the same (larger) scale as the LLM's
+        for name, param in model.model.vision_tower.named_parameters():
+            if name.endswith("weight") and param.dim() == 2:
+                param.normal_(0.0, initializer_range)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
+    )
+    model.save_pretrained(path)
+
+    common = {
+        "size": {"height": image_size, "width": image_size},
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(
+            **common, image_grid_pinpoints=config.image_grid_pinpoints
+        ),
+        video_processor=LlavaOnevisionVideoProcessor(**common),
+        tokenizer=tokenizer,
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    processor.save_pretrained(path)
+    return path
