@@ -81,7 +81,109 @@ def demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"demo": demo}
+def synth_data(argv: list[str]) -> int:
+    """Write the offline synthetic_video_qa task data (videos + JSONL)."""
+    parser = _subparser("synth-data", synth_data)
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="data root (default: $SCISSORBENCH_DATA, else <repo>/data); the task is written "
+        "to ROOT/synthetic_video_qa, where the lmms-eval task looks when SCISSORBENCH_DATA=ROOT",
+    )
+    parser.add_argument("--n", type=_positive_int, default=64, help="number of questions")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed")
+    parser.add_argument("--split", default="test", help="split name (the task reads 'test')")
+    args = parser.parse_args(argv)
+
+    from scissorbench.synthetic import build_dataset, dataset_dir
+
+    target = dataset_dir(args.root)
+    try:
+        index = build_dataset(target, n=args.n, seed=args.seed, split=args.split)
+    except (OSError, ValueError) as err:
+        print(f"scissorbench synth-data: error: {err}", file=sys.stderr)
+        return 1
+    print(f"[synth-data] {args.n} questions: {index}")
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """Evaluate model x compressor x retention x task through lmms-eval (Hydra overrides)."""
+    from runners.cli import command
+
+    return command(argv)
+
+
+def convert(argv: list[str]) -> int:
+    """Convert a LLaVA-NeXT checkpoint (LLaVA-Scissor baselines) to transformers' layout."""
+    parser = _subparser("convert", convert)
+    parser.add_argument(
+        "src", help="LLaVA-NeXT checkpoint: a directory, or a hub id in the local HF cache"
+    )
+    parser.add_argument("dst", type=Path, help="new or empty directory for the converted model")
+    args = parser.parse_args(argv)
+
+    from backbones.llava_next import convert as convert_checkpoint
+
+    try:
+        path = convert_checkpoint(args.src, args.dst)
+    except (OSError, ValueError) as err:
+        print(f"scissorbench convert: error: {err}", file=sys.stderr)
+        return 1
+    print(f"[convert] LLaVA-OneVision checkpoint: {path}")
+    return 0
+
+
+def tiny_model(argv: list[str]) -> int:
+    """Write a tiny random LLaVA-OneVision checkpoint (tests, offline smoke runs)."""
+    parser = _subparser("tiny-model", tiny_model)
+    parser.add_argument("path", type=Path, help="directory for the checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed")
+    args = parser.parse_args(argv)
+
+    from backbones.tiny import write_tiny_checkpoint
+
+    try:
+        path = write_tiny_checkpoint(args.path, seed=args.seed)
+    except (OSError, ValueError) as err:
+        print(f"scissorbench tiny-model: error: {err}", file=sys.stderr)
+        return 1
+    print(f"[tiny-model] checkpoint: {path}")
+    return 0
+
+
+def flops(argv: list[str]) -> int:
+    """Analytic FLOPs of model x compressor x retention (key=value), ratio to the full model."""
+    from reporting.cli import flops as command
+
+    return command(argv)
+
+
+def report(argv: list[str]) -> int:
+    """Tables, figures and a single-file HTML report of a results folder (key=value)."""
+    from reporting.cli import report as command
+
+    return command(argv)
+
+
+def reference(argv: list[str]) -> int:
+    """Convert the paper's CSV into results-schema records in results/reference."""
+    from reporting.cli import reference as command
+
+    return command(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "flops": flops,
+    "report": report,
+    "reference": reference,
+    "convert": convert,
+    "demo": demo,
+    "synth-data": synth_data,
+    "tiny-model": tiny_model,
+    "run": run,
+}
 
 
 def _summary(command: Callable[[list[str]], int]) -> str:

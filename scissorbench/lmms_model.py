@@ -1,0 +1,475 @@
+"""The lmms-eval model `scissorbench`: a video LLM with a visual-token compressor inside.
+
+    TASKS=$(python -c "import scissorbench; print(scissorbench.tasks_dir())")
+    lmms-eval --model scissorbench \\
+        --model_args pretrained=PATH,compressor=scc,retention=0.35,max_frames_num=32 \\
+        --tasks synthetic_video_qa --include_path "$TASKS" --output_path results/x --log_samples
+
+Model arguments: `pretrained`, `compressor` (a registry name, default "none"), `retention`,
+`max_frames_num` (32), `dtype` ("float32", "bfloat16", "float16" or "auto"),
+`attn_implementation` ("sdpa"), `device` (default:
+cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False),
+`records_path` (a JSONL of per-request records; with several processes each rank writes
+`<stem>.rank<r><suffix>`), and any hyper-parameter of the compressor (`tau=0.9`, `layer=3`,
+`merge=true`, ...). "true"/"false"/"none"/numbers are parsed. The compressor is built (and its
+parameters validated) before the model loads, so a typo fails at once with a ValueError.
+
+Per request the model samples `max_frames_num` frames (`scissorbench.video.sample_frames`, the
+llava_onevision rule), runs the backbone's vision tower and the compressor, then the LLM. Each
+request adds a record to `self.records` (and to `records_path`): doc id, task, visual tokens
+N_v, tokens fed, tokens per decoder layer, achieved retention, prefill FLOPs and their ratio to
+the uncompressed model (`scissorbench.flops`, FastV convention over the real sequence, text
+included; `prefill_flops_ratio_visual` counts visual tokens only, the paper's Table 5
+convention), timings (video_decode, vision, compress, prefill, decode), peak memory and error.
+A video that cannot be read gives that request an error record (its reason), an empty answer
+(generate_until) or an infinite loss (loglikelihood); the run goes on.
+
+lmms-eval 0.7.3 details this relies on (read from its code):
+- requests carry (context, gen_kwargs or continuation, doc_to_visual, doc_id, task, split);
+  the doc is `self.task_dict[task][split][doc_id]`; video tasks give a list of file paths.
+- multiple-choice scoring takes the argmin over choices: loglikelihood returns a loss
+  (-sum of log-probabilities of the continuation) and is_greedy.
+- the evaluator passes every model output through `unwrap_generation_output`, which turns a
+  plain (loss, is_greedy) tuple into its str() (and multiple_choice scoring then fails);
+  wrapping the pair in a GenerationResult keeps it a pair (and carries the token counts). The
+  pair is a `Choice` (a NamedTuple with a `strip()`), because the response cache (`use_cache`)
+  calls `.text.strip()` on every GenerationResult; a failed request strips to "" and is not
+  cached. Pairs served from that cache come back as str(list) in 0.7.3 whatever the model
+  returns; the synthetic_video_qa_mc scorer parses that form too.
+- data parallel: lmms-eval gives each rank its shard of documents and gathers the per-rank
+  results; the model only needs `_rank`, `_world_size` and `device`. Ranks with fewer
+  documents get padding clones of their last request (metadata `__padding_only__`), whose
+  results are thrown away: the model skips them. On CPU, launch with
+  torchrun and `distributed_executor_backend="torchrun"` (accelerate sees one process there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+
+import compressors
+from scissorbench.flops import prefill_flops
+from scissorbench.video import VideoError, sample_frames
+
+__all__ = ["Choice", "ScissorBench", "VisualTokenCounts", "manifest", "parse_value"]
+
+log = logging.getLogger("scissorbench")
+
+_DTYPES = ("float32", "float16", "bfloat16", "auto")
+
+
+def manifest():
+    """Entry point of the `lmms_eval.models` group: `--model scissorbench`."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(
+        model_id="scissorbench", simple_class_path="scissorbench.lmms_model.ScissorBench"
+    )
+
+
+def parse_value(value: Any) -> Any:
+    """A model-arg value from the command line: true/false/none/null, int, float, else as is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", ""):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+class Choice(NamedTuple):
+    """A loglikelihood answer: loss = -sum log p(continuation), and whether greedy decoding
+    would produce the continuation."""
+
+    loss: float
+    is_greedy: bool
+
+    def strip(self) -> str:
+        """Truthy when the answer is real (lmms-eval's cache stores only those)."""
+        return "ok" if math.isfinite(self.loss) else ""
+
+
+_FAILED = Choice(math.inf, False)
+
+
+@dataclass
+class VisualTokenCounts(TokenCounts):
+    """TokenCounts plus the visual-token facts, so they land in lmms-eval's samples log."""
+
+    visual_tokens: int | None = None
+    visual_tokens_fed: int | None = None
+    achieved_retention: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = super().to_dict()
+        for name in ("visual_tokens", "visual_tokens_fed", "achieved_retention"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+def _is_padding(request: Instance) -> bool:
+    """lmms-eval pads short ranks with clones of their last request so every rank runs the same
+    number of requests; their results are discarded, so they are neither computed nor recorded."""
+    return bool((request.metadata or {}).get("__padding_only__"))
+
+
+def _info(prepared: Any) -> dict[str, Any]:
+    """The compressor's facts for one video (SCC: the tau used; PLLaVA: the pooled grid)."""
+    info = getattr(prepared, "info", None) or {}
+    return {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in info.items()}
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process, from torch.distributed or the env."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return rank, world, int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _resolve_device(device: str | None, world: int, local_rank: int) -> torch.device:
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and (world > 1 or resolved.index is None):
+        resolved = torch.device("cuda", local_rank if world > 1 else 0)
+    return resolved
+
+
+class ScissorBench(lmms):
+    """lmms-eval simple model: a `backbones` video LLM with a `compressors` method inside."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        compressor: str = "none",
+        retention: float | str | None = None,
+        max_frames_num: int | str = 32,
+        dtype: str = "float32",
+        attn_implementation: str = "sdpa",
+        device: str | None = None,
+        video_newline: bool | str = False,
+        records_path: str | None = None,
+        batch_size: int | str | None = 1,
+        max_batch_size: int | None = None,
+        **compressor_params: Any,
+    ) -> None:
+        super().__init__()
+        # 1. Validate everything that needs no model, so a bad argument fails in a second.
+        if not pretrained or not isinstance(pretrained, str):
+            raise ValueError("scissorbench needs pretrained=<checkpoint path or hub id>")
+        params = {k: parse_value(v) for k, v in compressor_params.items()}
+        retention = parse_value(retention)
+        if retention is not None:
+            params["retention"] = retention
+        name = str(compressor).strip()
+        try:
+            self.compressor = compressors.build(name, **params)
+        except ValueError as err:
+            raise ValueError(f"scissorbench model_args: {err}") from err
+        self.compressor_name = name
+        self.retention = self.compressor.params.get("retention")
+        self.max_frames_num = _check_int("max_frames_num", parse_value(max_frames_num), 1)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+        video_newline = parse_value(video_newline)
+        if video_newline not in (True, False):
+            raise ValueError(f"video_newline must be true or false, got {video_newline!r}")
+        batch_size = parse_value(batch_size) if batch_size is not None else 1
+        if batch_size != 1:
+            raise ValueError(
+                f"scissorbench runs batch size 1 (the paper's setting), got {batch_size!r}"
+            )
+
+        # 2. Processes: lmms-eval shards documents by rank; we only report where we are.
+        rank, world, local_rank = _dist_info()
+        self._rank, self._world_size = rank, world
+        self._device = _resolve_device(parse_value(device), world, local_rank)
+        if self._device.type == "cuda":
+            torch.cuda.set_device(self._device)
+        if (
+            world > 1
+            and torch.distributed.is_available()
+            and not torch.distributed.is_initialized()
+        ):
+            backend = "nccl" if self._device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=12))
+
+        # 3. The records file (truncated: one run, one file).
+        self.records: list[dict[str, Any]] = []
+        self.records_path = self._rank_path(records_path) if records_path else None
+        if self.records_path is not None:
+            self.records_path.parent.mkdir(parents=True, exist_ok=True)
+            self.records_path.write_text("")
+
+        # 4. The model, last.
+        import backbones
+
+        self.pretrained = pretrained
+        self.llm = backbones.load(
+            pretrained,
+            dtype=dtype,
+            device=str(self._device),
+            attn_implementation=attn_implementation,
+            video_newline=video_newline,
+        )
+        self._check_in_llm_layer()
+        self._full_flops: dict[tuple[int, int], int] = {}
+        self._prepared_key: tuple | None = None
+        self._prepared: Any = None
+        self._prepared_path = ""
+        self._warned: set[str] = set()
+
+    def _check_in_llm_layer(self) -> None:
+        """An in-LLM method's layer K must leave layers after it (1 <= K < L): fail now, not
+        on the first request."""
+        if self.compressor.stage != "in_llm":
+            return
+        name = self.compressor_name
+        layer = self.compressor.params.get("layer", compressors.defaults(name).get("layer"))
+        if layer is not None and not 1 <= int(layer) < self.llm.num_layers:
+            raise ValueError(
+                f"{name} layer={layer} must be in [1, {self.llm.num_layers - 1}] for this "
+                f"{self.llm.num_layers}-layer LLM ({self.pretrained})"
+            )
+
+    # lmms-eval reads these
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    def _rank_path(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if self._world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{self._rank}{path.suffix}")
+        return path
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    # ------------------------------------------------------------------ inputs
+    def _doc(self, task: str, split: str, doc_id: int) -> dict:
+        return self.task_dict[task][split][doc_id]
+
+    def _video_path(self, visual: Any) -> str:
+        """The one video path of a request (VideoError when there is none)."""
+        items = visual if isinstance(visual, (list, tuple)) else [visual]
+        items = [v for v in items if v is not None]
+        if not items:
+            raise VideoError("<none>", "the task gave no video for this document")
+        if not all(isinstance(v, (str, os.PathLike)) for v in items):
+            kinds = sorted({type(v).__name__ for v in items})
+            raise VideoError("<in memory>", f"expected a video file path, got {kinds}")
+        if len(items) > 1:
+            self._warn_once("multi", f"{len(items)} videos per document; using the first")
+        return os.fspath(items[0])
+
+    def _prepare(self, doc_to_visual, task: str, split: str, doc_id: int):
+        """(prepared, decode seconds, path, reused) for a document; cached for the last doc."""
+        key = (task, split, doc_id)
+        if key == self._prepared_key:
+            if isinstance(self._prepared, VideoError):  # the other choices of a failed video
+                raise self._prepared
+            return self._prepared, 0.0, self._prepared_path, True
+        self._prepared_key = None
+        started = time.perf_counter()
+        try:
+            path = self._video_path(doc_to_visual(self._doc(task, split, doc_id)))
+            frames = sample_frames(path, self.max_frames_num)
+        except VideoError as err:
+            self._prepared_key, self._prepared, self._prepared_path = key, err, err.path
+            raise
+        decode = time.perf_counter() - started
+        compressor = None if self.compressor_name == "none" else self.compressor
+        prepared = self.llm.prepare(frames, compressor, self.retention)
+        self._prepared_key, self._prepared, self._prepared_path = key, prepared, path
+        return prepared, decode, path, False
+
+    # ----------------------------------------------------------------- records
+    def _full_prefill(self, text_tokens: int, visual_tokens: int) -> int:
+        key = (text_tokens, visual_tokens)
+        if key not in self._full_flops:
+            per_layer = [text_tokens + visual_tokens] * self.llm.num_layers
+            self._full_flops[key] = prefill_flops(
+                per_layer, self.llm.hidden_size, self.llm.intermediate_size
+            )
+        return self._full_flops[key]
+
+    def _record(self, base: dict[str, Any], acc: Any = None, error: str | None = None) -> dict:
+        record: dict[str, Any] = {
+            **base,
+            "rank": self._rank,
+            "compressor": self.compressor_name,
+            "params": dict(self.compressor.params),
+            "target_retention": self.retention,
+            "max_frames_num": self.max_frames_num,
+            "error": error,
+        }
+        if acc is not None:
+            record.update(self._accounting(acc))
+            record["timings"] = {**record.get("timings", {}), **base.get("timings", {})}
+            if base.get("prepared_reused"):  # the video was encoded for an earlier request
+                for stage in ("vision", "compress"):
+                    if stage in record["timings"]:
+                        record["timings"][stage] = 0.0
+        self.records.append(record)
+        if self.records_path is not None:
+            with self.records_path.open("a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+        return record
+
+    def _accounting(self, acc: Any) -> dict[str, Any]:
+        per_layer = [int(n) for n in acc.tokens_per_layer]
+        fed = int(acc.visual_tokens_fed)
+        visual = int(acc.visual_tokens)
+        d, m = self.llm.hidden_size, self.llm.intermediate_size
+        text = int(acc.prompt_tokens) - fed  # text and separators (video newline)
+        flops = prefill_flops(per_layer, d, m)
+        full = self._full_prefill(text, visual)
+        visual_per_layer = [n - text for n in per_layer]
+        visual_flops = prefill_flops(visual_per_layer, d, m)
+        visual_full = self._full_prefill(0, visual)
+        return {
+            "visual_tokens": visual,
+            "visual_tokens_fed": fed,
+            "visual_tokens_per_layer": visual_per_layer,
+            "tokens_per_layer": per_layer,
+            "prompt_tokens": int(acc.prompt_tokens),
+            "generated_tokens": int(getattr(acc, "generated_tokens", 0) or 0),
+            "achieved_retention": float(acc.achieved_retention),
+            "prefill_flops": flops,
+            "prefill_flops_full": full,
+            "prefill_flops_ratio": flops / full if full else None,
+            "prefill_flops_ratio_visual": visual_flops / visual_full if visual_full else None,
+            "timings": {k: float(v) for k, v in dict(acc.timings).items()},
+            "peak_memory_bytes": getattr(acc, "peak_memory_bytes", None),
+        }
+
+    @staticmethod
+    def _token_counts(acc: Any) -> VisualTokenCounts:
+        return VisualTokenCounts(
+            input_tokens=int(acc.prompt_tokens),
+            output_tokens=int(getattr(acc, "generated_tokens", 0) or 0),
+            visual_tokens=int(acc.visual_tokens),
+            visual_tokens_fed=int(acc.visual_tokens_fed),
+            achieved_retention=float(acc.achieved_retention),
+        )
+
+    # ------------------------------------------------------------- lmms-eval API
+    def _gen_settings(self, gen_kwargs: dict) -> tuple[int, list[str]]:
+        gen_kwargs = dict(gen_kwargs or {})
+        until = gen_kwargs.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        max_new = int(gen_kwargs.pop("max_new_tokens", 32) or 32)
+        if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature", 0) or 0) > 0:
+            self._warn_once("sample", "scissorbench decodes greedily; sampling settings ignored")
+        return max_new, until
+
+    def _forget_prepared(self) -> None:
+        """Drop the cached video: a new batch of requests may come from another dataset copy
+        under the same task name and doc ids."""
+        self._prepared_key, self._prepared, self._prepared_path = None, None, ""
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        self._forget_prepared()
+        results: list[GenerationResult] = []
+        for request in requests:
+            if _is_padding(request):
+                results.append(GenerationResult("", None))
+                continue
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            base = {"doc_id": doc_id, "task": task, "split": split, "request": "generate_until"}
+            max_new, until = self._gen_settings(gen_kwargs)
+            try:
+                prepared, decode, path, _ = self._prepare(doc_to_visual, task, split, doc_id)
+            except VideoError as err:
+                self._record({**base, "video": err.path}, error=err.reason)
+                results.append(GenerationResult("", None))
+                continue
+            text, acc = self.llm.generate(prepared, context, max_new_tokens=max_new, until=until)
+            base.update(
+                video=path,
+                timings={"video_decode": decode},
+                compression=_info(prepared),
+                output=text,
+            )
+            self._record(base, acc)
+            results.append(GenerationResult(text, self._token_counts(acc)))
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+        """(loss, is_greedy) per request, loss = -sum log p(continuation | video, context),
+        wrapped in GenerationResult (see the module docstring)."""
+        self._forget_prepared()
+        results: list[GenerationResult] = []
+        for request in requests:
+            if _is_padding(request):
+                results.append(GenerationResult(_FAILED, None))
+                continue
+            context, continuation, doc_to_visual, doc_id, task, split = request.args
+            if not isinstance(continuation, str):  # output_type loglikelihood: doc_to_target
+                continuation = continuation(self._doc(task, split, doc_id))
+            base = {
+                "doc_id": doc_id,
+                "task": task,
+                "split": split,
+                "request": "loglikelihood",
+                "continuation": continuation,
+            }
+            try:
+                prepared, decode, path, reused = self._prepare(doc_to_visual, task, split, doc_id)
+            except VideoError as err:
+                self._record({**base, "video": err.path}, error=err.reason)
+                results.append(GenerationResult(_FAILED, None))
+                continue
+            logprob, is_greedy, acc = self.llm.loglikelihood(prepared, context, continuation)
+            loss = -float(logprob)
+            base.update(
+                video=path,
+                timings={"video_decode": decode},
+                compression=_info(prepared),
+                prepared_reused=reused,
+                output=loss,
+            )
+            self._record(base, acc)
+            results.append(GenerationResult(Choice(loss, bool(is_greedy)), self._token_counts(acc)))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("scissorbench does not implement multi-round generation")
