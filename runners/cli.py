@@ -34,7 +34,7 @@ def _pin_gpus(cfg: DictConfig) -> None:
     log.info("job %d pinned to CUDA_VISIBLE_DEVICES=%s", num, os.environ["CUDA_VISIBLE_DEVICES"])
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     _pin_gpus(cfg)

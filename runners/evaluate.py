@@ -146,7 +146,7 @@ def _metrics(task_results: dict[str, Any]) -> dict[str, dict[str, float | None]]
     """lmms-eval's "metric,filter" values with their "metric_stderr,filter" partners."""
     metrics: dict[str, dict[str, float | None]] = {}
     for name, value in task_results.items():
-        if name == "alias" or "_stderr," in name or not isinstance(value, (int, float)):
+        if name == "alias" or "_stderr" in name or not isinstance(value, (int, float)):
             continue
         metric, _, filt = name.partition(",")
         stderr = task_results.get(f"{metric}_stderr,{filt}")
@@ -157,6 +157,19 @@ def _metrics(task_results: dict[str, Any]) -> dict[str, dict[str, float | None]]
     return metrics
 
 
+def _task_metrics(run: Run, results: dict | None) -> tuple[dict, dict]:
+    """(metrics, per-subtask metrics); a group without its own metrics gets their mean."""
+    everything = (results or {}).get("results", {})
+    metrics = _metrics(everything.get(run.task, {}))
+    names = (results or {}).get("group_subtasks", {}).get(run.task, [])
+    subtasks = {name: _metrics(everything.get(name, {})) for name in names}
+    if not metrics and subtasks:
+        for name in sorted({m for sub in subtasks.values() for m in sub}):
+            values = [sub[name]["value"] for sub in subtasks.values() if name in sub]
+            metrics[name] = {"value": statistics.fmean(values), "stderr": None}
+    return metrics, subtasks
+
+
 def _mean(rows: list[dict[str, Any]], field: str) -> float | None:
     values = [row[field] for row in rows if isinstance(row.get(field), (int, float))]
     return statistics.fmean(values) if values else None
@@ -164,10 +177,10 @@ def _mean(rows: list[dict[str, Any]], field: str) -> float | None:
 
 def _record(run: Run, results: dict | None, samples: list[dict], error: str | None) -> dict:
     """The results-schema record (docs/results_schema.md) of one finished or failed run."""
-    task_results = (results or {}).get("results", {}).get(run.task, {})
+    metrics, subtasks = _task_metrics(run, results)
     ok = [s for s in samples if s.get("task", run.task) == run.task and not s.get("error")]
     failures = [
-        {"doc_id": s.get("doc_id"), "error": s["error"]}
+        {"doc_id": s.get("doc_id"), "video": s.get("video"), "error": s["error"]}
         for s in samples
         if s.get("task", run.task) == run.task and s.get("error")
     ]
@@ -176,10 +189,11 @@ def _record(run: Run, results: dict | None, samples: list[dict], error: str | No
     peaks = [s["peak_memory_bytes"] for s in ok if s.get("peak_memory_bytes")]
     return {
         "source": "ours",
-        "status": "finished" if error is None and task_results else "failed",
-        "error": error if error is not None or task_results else "no metrics for the task",
+        "status": "finished" if error is None and metrics else "failed",
+        "error": error if error is not None or metrics else "no metrics for the task",
         "settings": run.settings,
-        "metrics": _metrics(task_results),
+        "metrics": metrics,
+        "subtasks": subtasks,
         "samples": {"count": len(ok) + len(failures), "failed": len(failures),
                     "failures": failures},
         "retention": {
