@@ -3,11 +3,12 @@
 Knows configs and lmms-eval; the model and the compressor come through the `scissorbench`
 lmms-eval model. Finished records are never recomputed unless `force`; a run killed mid-task
 resumes from lmms-eval's response cache (`<results_dir>/.cache/<key>`), and its per-sample
-accounting from `<results_dir>/.samples/<key>.jsonl`.
+accounting from the per-sample logs `<results_dir>/.samples/<job key>*.jsonl` (one per rank).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import statistics
@@ -21,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from runners.plan import Run, plan
-from runners.store import ResultsStore, code_versions
+from runners.store import ResultsStore, code_versions, run_key
 
 log = logging.getLogger("scissorbench.run")
 
@@ -107,12 +108,11 @@ def execute(cfg: DictConfig, runs: list[Run], store: ResultsStore) -> None:
     """Evaluate `runs` (same model and compressor) in this process group; rank 0 writes."""
     from lmms_eval.evaluator import simple_evaluate
 
-    samples_dir = Path(cfg.results_dir) / ".samples"
-    lm = _model(cfg, runs[0], samples_dir / f"{runs[0].key}.jsonl")
+    samples = Path(cfg.results_dir) / ".samples" / f"{_job_key(runs[0])}.jsonl"
+    lm = _model(cfg, runs[0], samples)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     for r in runs:
         started, clock = datetime.now(timezone.utc), time.perf_counter()
-        first_record = len(lm.records)
         try:
             results = simple_evaluate(
                 model=lm,
@@ -133,13 +133,33 @@ def execute(cfg: DictConfig, runs: list[Run], store: ResultsStore) -> None:
             results, error = None, f"{type(err).__name__}: {err}"
         if lm.rank != 0:
             continue
-        record = _record(r, results, lm.records[first_record:], error)
+        record = _record(r, results, _samples(samples, r.task), error)
         record.update(
             started_at=started.isoformat(), duration_s=time.perf_counter() - clock,
             finished_at=datetime.now(timezone.utc).isoformat(), versions=code_versions(),
         )
         path = store.write(r.key, record)
         log.info("%s %s -> %s", record["status"], r.task, path)
+
+
+def _job_key(run: Run) -> str:
+    """The key of a run without its task: one per-sample log for all tasks of a job."""
+    settings = {k: v for k, v in run.settings.items() if k != "task"}
+    return run_key(settings, code_versions())
+
+
+def _samples(path: Path, task: str) -> list[dict[str, Any]]:
+    """Per-sample records of `task` from every rank's log, the latest per document."""
+    rows: dict[Any, dict[str, Any]] = {}
+    for log_file in sorted(path.parent.glob(f"{path.stem}*{path.suffix}")):
+        for line in log_file.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a killed run
+                continue
+            if row.get("task") == task:
+                rows[row.get("doc_id")] = row
+    return list(rows.values())
 
 
 def _metrics(task_results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -178,11 +198,11 @@ def _mean(rows: list[dict[str, Any]], field: str) -> float | None:
 def _record(run: Run, results: dict | None, samples: list[dict], error: str | None) -> dict:
     """The results-schema record (docs/results_schema.md) of one finished or failed run."""
     metrics, subtasks = _task_metrics(run, results)
-    ok = [s for s in samples if s.get("task", run.task) == run.task and not s.get("error")]
+    ok = [s for s in samples if not s.get("error")]
     failures = [
         {"doc_id": s.get("doc_id"), "video": s.get("video"), "error": s["error"]}
         for s in samples
-        if s.get("task", run.task) == run.task and s.get("error")
+        if s.get("error")
     ]
     achieved = [s["achieved_retention"] for s in ok if s.get("achieved_retention") is not None]
     timing_names = sorted({k for s in ok for k in s.get("timings", {})})

@@ -9,7 +9,7 @@ Model arguments: `pretrained`, `compressor` (a registry name, default "none"), `
 `max_frames_num` (32), `dtype` ("float32", "bfloat16", "float16" or "auto"),
 `attn_implementation` ("sdpa"), `device` (default:
 cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False),
-`records_path` (a JSONL of per-request records; with several processes each rank writes
+`records_path` (a JSONL of per-request records, appended to; with several processes each rank writes
 `<stem>.rank<r><suffix>`), and any hyper-parameter of the compressor (`tau=0.9`, `layer=3`,
 `merge=true`, ...). "true"/"false"/"none"/numbers are parsed. The compressor is built (and its
 parameters validated) before the model loads, so a typo fails at once with a ValueError.
@@ -225,12 +225,11 @@ class ScissorBench(lmms):
             backend = "nccl" if self._device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=12))
 
-        # 3. The records file (truncated: one run, one file).
+        # 3. The records file, appended to: a resumed run keeps its earlier samples' records.
         self.records: list[dict[str, Any]] = []
         self.records_path = self._rank_path(records_path) if records_path else None
         if self.records_path is not None:
             self.records_path.parent.mkdir(parents=True, exist_ok=True)
-            self.records_path.write_text("")
 
         # 4. The model, last.
         import backbones

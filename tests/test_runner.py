@@ -29,13 +29,14 @@ def assets(tmp_path_factory):
 
 
 def _args(assets: Path, results: Path, *overrides: str) -> list[str]:
+    limit = [] if any(o.startswith("limit=") for o in overrides) else ["limit=2"]
     return [
         *overrides,
         f"model.pretrained={assets / 'tiny'}",
         f"results_dir={results}",
         f"hydra.run.dir={results}/hydra",
         f"hydra.sweep.dir={results}/hydra-multirun",
-        "limit=2",
+        *limit,
     ]
 
 
@@ -101,3 +102,15 @@ def test_killed_sweep_resumes_without_redoing_or_corrupting(data_env, tmp_path):
     ]
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in done.items())
     assert not list(results.glob(".*.tmp"))
+
+
+def test_two_data_parallel_processes_match_one(data_env, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert command(_args(data_env, one, "compressor=uniform", "retention=0.5", "limit=4")) == 0
+    assert command(_args(data_env, two, "compressor=uniform", "retention=0.5", "limit=4",
+                         "processes=2")) == 0
+    (single,), (double,) = ResultsStore(one).records(), ResultsStore(two).records()
+    assert double["status"] == "finished" and double["samples"]["count"] == 4
+    assert len(list((two / ".samples").glob("*.rank1.jsonl"))) == 1  # both ranks did work
+    assert double["metrics"] == single["metrics"]
+    assert double["tokens"] == single["tokens"]
