@@ -129,7 +129,12 @@ class LlavaOnevisionAdapter(VideoLLM):
     # ------------------------------------------------------------------- prepare
     @torch.inference_mode()
     def prepare(
-        self, frames: np.ndarray, compressor: Any = None, retention: float | None = None
+        self,
+        frames: np.ndarray | None,
+        compressor: Any = None,
+        retention: float | None = None,
+        *,
+        encoded: tuple[Tensor, Tensor | None] | None = None,
     ) -> Prepared:
         """Encode uint8 frames [T, H, W, 3]; apply a pre-LLM compressor (see the module doc).
 
@@ -138,16 +143,24 @@ class LlavaOnevisionAdapter(VideoLLM):
                     in-LLM methods (FastV) are remembered for the decoder loop.
         retention:  the target r; if the compressor was built without one, it is bound here
                     (it must agree with the compressor's own when both are given).
+        encoded:    (features [T, N, D], importance [T, N] or None) from an earlier `encode`
+                    of the same video (a sweep's feature cache); `frames` is then unused.
         """
-        frames = _check_frames(frames)
         compressor = _bind(compressor, retention)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        num_frames = frames.shape[0]
         wants_importance = compressor is not None and "importance" in compressor.signals
 
         started = _now(self.device)
-        video, importance = self.encode(frames, importance=wants_importance)
+        if encoded is None:
+            video, importance = self.encode(_check_frames(frames), importance=wants_importance)
+        else:
+            video, importance = encoded
+            if wants_importance and importance is None:
+                raise ValueError("the cached features lack the importance this compressor needs")
+            video = video.to(self.device, self.dtype)
+            importance = None if importance is None else importance.to(self.device)
+        num_frames = video.shape[0]
         vision = _now(self.device) - started
 
         started = _now(self.device)

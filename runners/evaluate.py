@@ -100,6 +100,7 @@ def _model(cfg: DictConfig, first: Run, samples_path: Path):
         device=model.get("device"),
         video_newline=model.get("video_newline", False),
         records_path=str(samples_path),
+        feature_cache=str(Path(cfg.results_dir) / ".features") if cfg.feature_cache else None,
         **settings["compressor"]["params"],
     )
 

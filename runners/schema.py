@@ -24,6 +24,7 @@ class RunConfig:
     processes: int = 1
     gpus: list[str] | None = None
     gpus_per_job: int = 1
+    feature_cache: bool = True
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

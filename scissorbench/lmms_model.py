@@ -9,8 +9,9 @@ Model arguments: `pretrained`, `compressor` (a registry name, default "none"), `
 `max_frames_num` (32), `dtype` ("float32", "bfloat16", "float16" or "auto"),
 `attn_implementation` ("sdpa"), `device` (default:
 cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False),
-`records_path` (a JSONL of per-request records, appended to; with several processes each rank writes
-`<stem>.rank<r><suffix>`), and any hyper-parameter of the compressor (`tau=0.9`, `layer=3`,
+`records_path` (a JSONL of per-request records, appended to; with several processes each rank
+writes `<stem>.rank<r><suffix>`), `feature_cache` (a folder: vision features per video, shared
+by every configuration of a sweep; `scissorbench.feature_cache`), and any hyper-parameter of the compressor (`tau=0.9`, `layer=3`,
 `merge=true`, ...). "true"/"false"/"none"/numbers are parsed. The compressor is built (and its
 parameters validated) before the model loads, so a typo fails at once with a ValueError.
 
@@ -60,6 +61,7 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 import compressors
+from scissorbench.feature_cache import FeatureCache
 from scissorbench.flops import prefill_flops
 from scissorbench.video import VideoError, sample_frames
 
@@ -180,6 +182,7 @@ class ScissorBench(lmms):
         device: str | None = None,
         video_newline: bool | str = False,
         records_path: str | None = None,
+        feature_cache: str | None = None,
         batch_size: int | str | None = 1,
         max_batch_size: int | None = None,
         **compressor_params: Any,
@@ -243,6 +246,11 @@ class ScissorBench(lmms):
             video_newline=video_newline,
         )
         self._check_in_llm_layer()
+        self.features = (
+            FeatureCache(feature_cache, f"{pretrained}|{dtype}", self.max_frames_num)
+            if feature_cache
+            else None
+        )
         self._full_flops: dict[tuple[int, int], int] = {}
         self._prepared_key: tuple | None = None
         self._prepared: Any = None
@@ -308,15 +316,27 @@ class ScissorBench(lmms):
             return self._prepared, 0.0, self._prepared_path, True
         self._prepared_key = None
         started = time.perf_counter()
+        compressor = None if self.compressor_name == "none" else self.compressor
+        cached = None
         try:
             path = self._video_path(doc_to_visual(self._doc(task, split, doc_id)))
-            frames = sample_frames(path, self.max_frames_num)
+            if self.features is not None:
+                wants = compressor is not None and "importance" in compressor.signals
+                cached = self.features.load(path, need_importance=wants)
+            frames = None if cached is not None else sample_frames(path, self.max_frames_num)
         except VideoError as err:
             self._prepared_key, self._prepared, self._prepared_path = key, err, err.path
             raise
         decode = time.perf_counter() - started
-        compressor = None if self.compressor_name == "none" else self.compressor
-        prepared = self.llm.prepare(frames, compressor, self.retention)
+        if self.features is not None and cached is None:  # encode once, for every config
+            started = time.perf_counter()
+            cached = self.llm.encode(frames, importance=True)
+            self.features.save(path, *cached)
+            vision = time.perf_counter() - started
+        else:
+            vision = 0.0
+        prepared = self.llm.prepare(frames, compressor, self.retention, encoded=cached)
+        prepared.timings["vision"] += vision
         self._prepared_key, self._prepared, self._prepared_path = key, prepared, path
         return prepared, decode, path, False
 

@@ -114,3 +114,18 @@ def test_two_data_parallel_processes_match_one(data_env, tmp_path):
     assert len(list((two / ".samples").glob("*.rank1.jsonl"))) == 1  # both ranks did work
     assert double["metrics"] == single["metrics"]
     assert double["tokens"] == single["tokens"]
+
+
+def test_feature_cache_is_shared_by_the_sweep_and_changes_nothing(data_env, tmp_path):
+    cached, plain = tmp_path / "cached", tmp_path / "plain"
+    assert command(_args(data_env, cached, "-m", "compressor=uniform,visionzip",
+                         "retention=0.5")) == 0
+    assert len(list((cached / ".features").glob("*.pt"))) == 2  # one per video, not per config
+    assert command(_args(data_env, plain, "-m", "compressor=uniform,visionzip", "retention=0.5",
+                         "feature_cache=false")) == 0
+    assert not (plain / ".features").exists()
+    by_method = lambda root: {  # noqa: E731
+        r["settings"]["compressor"]["name"]: (r["metrics"], r["tokens"])
+        for r in ResultsStore(root).records()
+    }
+    assert by_method(cached) == by_method(plain)
