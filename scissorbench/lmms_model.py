@@ -11,9 +11,10 @@ Model arguments: `pretrained`, `compressor` (a registry name, default "none"), `
 cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False),
 `records_path` (a JSONL of per-request records, appended to; with several processes each rank
 writes `<stem>.rank<r><suffix>`), `feature_cache` (a folder: vision features per video, shared
-by every configuration of a sweep; `scissorbench.feature_cache`), and any hyper-parameter of the compressor (`tau=0.9`, `layer=3`,
-`merge=true`, ...). "true"/"false"/"none"/numbers are parsed. The compressor is built (and its
-parameters validated) before the model loads, so a typo fails at once with a ValueError.
+by every configuration of a sweep; `scissorbench.feature_cache`), and any hyper-parameter of
+the compressor (`tau=0.9`, `layer=3`, `merge=true`, ...). "true"/"false"/"none"/numbers are
+parsed. The compressor is built (and its parameters validated) before the model loads, so a
+typo fails at once with a ValueError.
 
 Per request the model samples `max_frames_num` frames (`scissorbench.video.sample_frames`, the
 llava_onevision rule), runs the backbone's vision tower and the compressor, then the LLM. Each
