@@ -16,8 +16,13 @@ What n counts: the paper's Table 5 (LLaVA-OV-7B, L = 28, d = 3584, m = 18944) is
 counting **visual tokens only** (n = 6272 for 32 frames x 196 tokens, R = 100): full model 41.4
 TFLOPs, FastV K = 3 at 50% 21.4 and at 35% 16.1, pre-LLM at 10% 3.9. Adding even 50 text tokens
 moves the full model to 41.8, so the paper's n excludes the prompt (tests/test_flops.py checks
-these numbers). Functions here take whatever counts they are given; `paper_total` uses the
-paper's convention. All arithmetic is exact integer arithmetic (d (R + 1) is an integer).
+these numbers; the paper's FLOPs ratios are taken from its rounded TFLOPs). Rows not reproduced
+from a nominal ratio: FastV at 10% (paper 8.1; this formula gives 7.9 with M = 627 at K = 3;
+8.1 would need M of about 670, i.e. 10.7%; K = 2 gives 6.6, K = 4 9.3); the LLaVA-Scissor and
+DyCoke rows, whose token counts vary per video (threshold mode): their achieved counts, not the
+nominal ratio, set the FLOPs.
+Functions here take whatever counts they are given; `paper_total` uses the paper's convention.
+All arithmetic is exact integer arithmetic (d (R + 1) is an integer).
 """
 
 from __future__ import annotations
