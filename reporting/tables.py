@@ -83,7 +83,8 @@ def summarize(aligned: pd.DataFrame) -> pd.DataFrame:
     full = (summary[summary["method"] == "none"]
             .groupby(["source", "model", "benchmark"])["score"].mean().rename("full"))
     summary = summary.join(full, on=["source", "model", "benchmark"])
-    summary["relative"] = 100.0 * summary["score"] / summary["full"]
+    # a full model scoring 0 has no "% of" (missing, not inf)
+    summary["relative"] = 100.0 * summary["score"] / summary["full"].where(summary["full"] != 0)
     return summary.drop(columns="full")
 
 

@@ -282,3 +282,18 @@ def test_fixture_scores_match_the_fixture_definition(aligned):
     # guards the fixture itself: every defined score appears once per seed in the aligned frame
     expected = sum(len(s) for s in SCORES.values())
     assert len(aligned[aligned["source"] == "ours"]) == expected
+
+
+def test_relative_to_a_full_model_scoring_zero_is_missing_not_inf():
+    import pandas as pd
+
+    from reporting.tables import summarize
+
+    rows = pd.DataFrame({
+        "source": ["ours"] * 2, "model": ["m"] * 2, "benchmark": ["b"] * 2,
+        "method": ["none", "scc"], "label": ["none", "scc"], "retention": [1.0, 0.5],
+        "score": [0.0, 25.0], "stderr": [None, None], "prefill_flops": [None, None],
+        "status": ["finished"] * 2,
+    })
+    relative = summarize(rows).set_index("method")["relative"]
+    assert relative.isna().all()
