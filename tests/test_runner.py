@@ -63,6 +63,16 @@ def test_multirun_writes_one_record_per_config_and_skips_them_after(data_env, tm
     assert command(args) == 0  # a rerun skips every finished record
     assert stamps == {p: p.stat().st_mtime_ns for p in results.glob("*.json")}
 
+    from reporting.cli import report  # the reporting layer reads the sweep's records
+
+    out = tmp_path / "report"
+    assert report([f"results_dir={results}", f"output_dir={out}"]) == 0
+    assert (out / "report.html").stat().st_size > 0
+    figures = {p.name for p in out.rglob("*.png")}
+    assert {"synthetic_video_qa_vs_retention.png", "synthetic_video_qa_vs_flops.png"} <= figures
+    table = next(out.rglob("synthetic_video_qa.md")).read_text()
+    assert "scc" in table and "uniform" in table
+
 
 def test_corrupt_video_is_a_failed_sample_not_a_crash(assets, tmp_path, monkeypatch):
     from scissorbench.synthetic import build_dataset
