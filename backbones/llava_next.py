@@ -65,6 +65,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from backbones.chat import CHAT_TEMPLATE
+
 __all__ = ["ConversionError", "convert", "ensure_converted", "is_llava_next_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -94,28 +96,6 @@ _SIGLIP_DEFAULTS: dict[str, Any] = {
     "attention_dropout": 0.0,
 }
 
-# The qwen_2 conversation of LLaVA-NeXT: "<|im_start|>system\nYou are a helpful assistant.
-# <|im_end|>\n<|im_start|>user\n<video>\nQUESTION<|im_end|>\n<|im_start|>assistant\n".
-# Media placeholders come first, one per line, then the text.
-_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if loop.first and message['role'] != 'system' -%}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}"
-    "{%- for part in message['content'] if part['type'] == 'image' -%}{{ '<image>\\n' }}"
-    "{%- endfor -%}"
-    "{%- for part in message['content'] if part['type'] == 'video' -%}{{ '<video>\\n' }}"
-    "{%- endfor -%}"
-    "{%- for part in message['content'] if part['type'] == 'text' -%}{{ part['text'] }}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{ '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
 
 
 class ConversionError(ValueError):
@@ -497,7 +477,7 @@ def _tokenizer(src: Path) -> tuple[Any, int, int]:
         tokenizer.add_tokens(
             [AddedToken(t, special=True, normalized=False) for t in new], special_tokens=True
         )
-    tokenizer.chat_template = _CHAT_TEMPLATE
+    tokenizer.chat_template = CHAT_TEMPLATE
     ids = tokenizer.convert_tokens_to_ids([_IMAGE_TOKEN, _VIDEO_TOKEN])
     return tokenizer, int(ids[0]), int(ids[1])
 
@@ -668,6 +648,6 @@ def _processor(tokenizer: Any, vision: dict[str, Any], config: Any) -> Any:
         video_processor=video_processor,
         num_image_tokens=(side // vision["patch_size"]) ** 2,
         vision_feature_select_strategy="full",
-        chat_template=_CHAT_TEMPLATE,
+        chat_template=CHAT_TEMPLATE,
         vision_aspect_ratio=config.vision_aspect_ratio,
     )

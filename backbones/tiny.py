@@ -21,32 +21,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backbones.chat import CHAT_TEMPLATE
+
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "write_tiny_checkpoint"]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
-
-# The qwen_2 conversation of LLaVA-NeXT / lmms-eval's llava_onevision (default system prompt,
-# media placeholders first, one per line, then the text); the same template as
-# backbones.llava_next writes for converted checkpoints.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if loop.first and message['role'] != 'system' -%}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}"
-    "{%- for part in message['content'] if part['type'] == 'image' -%}{{ '<image>\\n' }}"
-    "{%- endfor -%}"
-    "{%- for part in message['content'] if part['type'] == 'video' -%}{{ '<video>\\n' }}"
-    "{%- endfor -%}"
-    "{%- for part in message['content'] if part['type'] == 'text' -%}{{ part['text'] }}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{ '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
 
 
 def _tokenizer():
