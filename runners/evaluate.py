@@ -8,6 +8,7 @@ accounting from the per-sample logs `<results_dir>/.samples/<job key>*.jsonl` (o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -75,7 +76,9 @@ def _launch_torchrun(cfg: DictConfig) -> None:
     subprocess.run(command, check=True)
 
 
+@functools.cache
 def _task_manager(include_path: str | None):
+    """lmms-eval's task index (seconds to build), once per include path and process."""
     from lmms_eval.tasks import TaskManager
 
     if include_path == "scissorbench":
