@@ -1,19 +1,30 @@
 """A synthetic, offline video QA set whose answers are fixed by construction.
 
 Each item is a short mp4 (default 64 x 64 px, 32 frames at 8 fps, H.264 via PyAV) of flat
-coloured shapes on a dark background, with one four-option multiple-choice question. Six
-question types, cycled by item index so any 6 consecutive items cover all of them:
+coloured shapes on a dark background, with one four-option multiple-choice question. Seven
+question types, cycled by item index so any 7 consecutive items cover all of them:
 
 - ``colour``:    one shape drifting; "What colour is the <shape>?"
 - ``direction``: one shape crossing the frame left/right/up/down; "In which direction ...?"
-- ``order``:     three shapes appearing one after another (and staying); which came first/last?
+- ``order``:     three shapes appearing one after another (and staying); "What colour is the
+                 shape that appears first/last?" (the fourth option's colour is not shown)
 - ``count``:     1-4 shapes in separate quadrants; "How many shapes are in the video?"
 - ``small``:     a large shape and a 5 x 5 px dot; "What colour is the small dot?" (small
                  content: pooling or sampling away a few tokens loses it)
 - ``brief``:     one persistent shape and a second one visible in only 6 consecutive frames;
-                 "Which shape appears only briefly?" (brief content: temporal merging or
+                 "What colour is the shape that appears only briefly?" (the steady shape's
+                 colour is among the options; brief content: temporal merging or
                  dropping frames loses it; 6 of 32 frames is enough for any uniform sample of
                  at least 8 frames to contain one of them)
+- ``change``:    one drifting shape that switches colour once, between a third and two thirds
+                 of the way through; "What colour does the <shape> turn into?" (its first colour
+                 is among the options: the last frames must survive, not just the first)
+
+``colour``, ``direction``, ``order`` and ``count`` are easy (large, lasting content); ``small``,
+``brief`` and ``change`` hinge on content that compression can lose. Answers are colours, counts
+or directions, never shape kinds: at 64 px a model small enough to train on a laptop tells
+colours apart far sooner than shapes. Splits are independent
+draws: ``train`` (seed 1) for `scissorbench train-micro`, ``test`` (seed 0) held out.
 
 Everything is a function of ``(seed, index)`` (``numpy.random.default_rng([seed, index])``), and
 the encoder runs single-threaded, so the same arguments give byte-identical files.
@@ -39,15 +50,20 @@ __all__ = [
     "LETTERS",
     "QUESTION_TYPES",
     "SHAPES",
+    "SPLIT_SEEDS",
+    "TEST_ITEMS",
+    "TRAIN_ITEMS",
     "DATA_ENV",
     "Item",
     "build_dataset",
     "data_root",
     "dataset_dir",
     "extract_letter",
+    "format_open_prompt",
     "format_prompt",
     "make_item",
     "render",
+    "split_is_current",
     "write_video",
 ]
 
@@ -60,14 +76,18 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (30, 210, 220),
 }
 SHAPES = ("square", "circle", "triangle", "cross")
-QUESTION_TYPES = ("colour", "direction", "order", "count", "small", "brief")
+QUESTION_TYPES = ("colour", "direction", "order", "count", "small", "brief", "change")
 LETTERS = "ABCD"
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 BACKGROUND = (20, 20, 20)
 BRIEF_FRAMES = 6
 DATA_ENV = "SCISSORBENCH_DATA"
+TEST_ITEMS = 210  # the held-out test split the runner writes: 30 questions of each type
+TRAIN_ITEMS = 6000  # the train split of `scissorbench train-micro`
+SPLIT_SEEDS = {"test": 0, "train": 1}  # independent draws: no training item is a test item
 TASK_NAME = "synthetic_video_qa"
 _POST_PROMPT = "Answer with the option's letter from the given choices directly."
+_OPEN_POST_PROMPT = "Answer the question using a single word or phrase."
 
 
 @dataclass(frozen=True)
@@ -222,9 +242,8 @@ def _order_item(rng, frames, size) -> Item:
     )
     which = str(rng.choice(["first", "last"]))
     correct = shapes[0] if which == "first" else shapes[-1]
-    names = [f"the {c} {k}" for k, c in objects]
-    options, answer = _options(rng, f"the {correct.describe()}", names)
-    question = f"Which object appears {which}?"
+    options, answer = _options(rng, correct.colour, [c for _, c in objects])
+    question = f"What colour is the shape that appears {which}?"
     return Item(shapes, "order", question, options, answer)
 
 
@@ -262,10 +281,29 @@ def _brief_item(rng, frames, size) -> Item:
     onset = int(rng.integers(frames // 4, frames - frames // 4 - BRIEF_FRAMES + 1))
     steady = Shape(kinds[0], colours[0], 8, steady_start, (0.0, 0.0))
     brief = Shape(kinds[1], colours[1], 8, brief_start, (0.0, 0.0), (onset, onset + BRIEF_FRAMES))
+    others = [c for c in COLOURS if c not in colours]
+    pool = [colours[1], colours[0], *rng.choice(others, size=2, replace=False).tolist()]
     order = rng.permutation(4)
-    options = tuple(SHAPES[i] for i in order)
-    question = "Which shape appears only briefly?"
-    return Item((steady, brief), "brief", question, options, options.index(kinds[1]))
+    options = tuple(pool[i] for i in order)
+    question = "What colour is the shape that appears only briefly?"
+    return Item((steady, brief), "brief", question, options, options.index(colours[1]))
+
+
+def _change_item(rng, frames, size) -> Item:
+    kind = str(rng.choice(SHAPES))
+    first, then = rng.choice(list(COLOURS), size=2, replace=False).tolist()
+    start, velocity = _drift(rng, 8, frames, size)
+    switch = int(rng.integers(frames // 3, 2 * frames // 3 + 1))
+    shapes = (
+        Shape(kind, first, 8, start, velocity, (0, switch)),
+        Shape(kind, then, 8, start, velocity, (switch, 1 << 30)),
+    )
+    others = [c for c in COLOURS if c not in (first, then)]
+    pool = [then, first, *rng.choice(others, size=2, replace=False).tolist()]
+    order = rng.permutation(4)
+    options = tuple(pool[i] for i in order)
+    question = f"What colour does the {kind} turn into?"
+    return Item(shapes, "change", question, options, options.index(then))
 
 
 _MAKERS = {
@@ -275,11 +313,12 @@ _MAKERS = {
     "count": _count_item,
     "small": _small_item,
     "brief": _brief_item,
+    "change": _change_item,
 }
 
 
 def make_item(seed: int, index: int, frames: int = 32, size: int = 64) -> Item:
-    """The item number `index` of the set drawn from `seed` (type: QUESTION_TYPES[index % 6])."""
+    """The item number `index` of the set drawn from `seed` (type: QUESTION_TYPES[index % 7])."""
     if frames < 3 * BRIEF_FRAMES or size < 48:
         raise ValueError(f"need at least {3 * BRIEF_FRAMES} frames and 48 px, got {frames}, {size}")
     rng = np.random.default_rng([seed, index])
@@ -329,6 +368,25 @@ def build_dataset(
     return index_path
 
 
+def split_is_current(root: str | os.PathLike, split: str, seed: int, n: int = 1) -> bool:
+    """Whether `root/<split>.jsonl` holds at least `n` items and each is what this code draws
+    from `seed` (a split written by an older generator is stale), videos present."""
+    index = Path(root) / f"{split}.jsonl"
+    if not index.is_file():
+        return False
+    rows = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+    if len(rows) < n:
+        return False
+    for i, row in enumerate(rows):
+        item = make_item(seed, i)
+        if (row.get("index") != i or row.get("seed") != seed or row.get("question") != item.question
+                or row.get("options") != list(item.options)
+                or row.get("answer_index") != item.answer_index
+                or not (Path(root) / row.get("video", "")).is_file()):
+            return False
+    return True
+
+
 def data_root(default: str | os.PathLike | None = None) -> Path:
     """scissorbench's data root: $SCISSORBENCH_DATA, else `default`, else <repo>/data."""
     value = os.environ.get(DATA_ENV, "").strip()
@@ -348,6 +406,11 @@ def format_prompt(question: str, options: list[str] | tuple[str, ...]) -> str:
     """Question, lettered options, and the answer instruction (Video-MME's wording)."""
     lines = [question, *(f"{LETTERS[i]}. {opt}" for i, opt in enumerate(options))]
     return "\n".join(lines) + "\n" + _POST_PROMPT
+
+
+def format_open_prompt(question: str) -> str:
+    """The question alone with LLaVA's short-answer instruction (training's open-ended form)."""
+    return f"{question}\n{_OPEN_POST_PROMPT}"
 
 
 _PREFIXES = re.compile(

@@ -25,7 +25,7 @@ from scissorbench.synthetic import (
 )
 from scissorbench.video import sample_frames
 
-N = 12  # two of each question type
+N = 14  # two of each question type
 FRAMES = 32
 
 
@@ -75,7 +75,7 @@ def test_build_is_deterministic_to_the_byte(tmp_path, dataset):
 
 def test_index_rows_are_well_formed(dataset):
     root, rows = dataset
-    assert [r["question_type"] for r in rows] == [QUESTION_TYPES[i % 6] for i in range(N)]
+    assert [r["question_type"] for r in rows] == [QUESTION_TYPES[i % len(QUESTION_TYPES)] for i in range(N)]
     for i, row in enumerate(rows):
         assert row["index"] == i and (root / row["video"]).is_file()
         assert len(row["options"]) == 4 and len(set(row["options"])) == 4
@@ -138,7 +138,7 @@ def test_brief_answers(dataset):
     for row in _rows_of(rows, "brief"):
         item = make_item(row["seed"], row["index"])
         steady, brief = item.shapes
-        assert brief.kind == _answer(row) and steady.kind != brief.kind
+        assert brief.colour == _answer(row) and steady.colour in row["options"]
         frames = sample_frames(root / row["video"], FRAMES)
         shown = _pixels(frames, brief.colour) > 20
         assert shown.sum() == BRIEF_FRAMES and np.all(_pixels(frames, steady.colour) > 20)
@@ -151,14 +151,24 @@ def test_order_answers(dataset):
     for row in _rows_of(rows, "order"):
         frames = sample_frames(root / row["video"], FRAMES)
         onsets = {}
-        for option in row["options"]:
-            colour = option.split()[1]  # "the <colour> <shape>"
-            shown = np.flatnonzero(_pixels(frames, colour) > 20)
+        for option in row["options"]:  # colours
+            shown = np.flatnonzero(_pixels(frames, option) > 20)
             if shown.size:
                 onsets[option] = shown[0]
         assert len(onsets) == 3  # the fourth option is absent
         pick = min if "first" in row["question"] else max
         assert pick(onsets, key=onsets.get) == _answer(row)
+
+
+def test_colour_change_answers(dataset):
+    root, rows = dataset
+    for row in _rows_of(rows, "change"):
+        item = make_item(row["seed"], row["index"])
+        first, then = (shape.colour for shape in item.shapes)
+        frames = sample_frames(root / row["video"], 8)
+        assert _pixels(frames[:1], first)[0] > 100 and _pixels(frames[:1], then)[0] == 0
+        assert _pixels(frames[-1:], then)[0] > 100 and _pixels(frames[-1:], first)[0] == 0
+        assert then == _answer(row) and first in row["options"]  # the old colour is a distractor
 
 
 @pytest.mark.parametrize(
