@@ -18,11 +18,13 @@ checkpoints (the paper's baselines), which `load` does on the fly.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from backbones.base import Accounting, Prefill, Prepared, VideoLLM
 
-__all__ = ["DTYPES", "Accounting", "Prefill", "Prepared", "VideoLLM", "load"]
+__all__ = ["DTYPES", "Accounting", "Prefill", "Prepared", "VideoLLM", "fingerprint", "load"]
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -70,3 +72,21 @@ def load(
         ) from err
     model.to(device)
     return LlavaOnevisionAdapter(model, processor, video_newline=video_newline)
+
+
+def fingerprint(pretrained: str) -> str | None:
+    """A digest of a local checkpoint's config and weights; None for a hub id.
+
+    Part of a run's key and of the feature cache's: a checkpoint retrained in place (e.g.
+    `scissorbench train-micro --output checkpoints/micro`) must not reuse old results.
+    """
+    root = Path(pretrained)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("*.json")) + sorted(root.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

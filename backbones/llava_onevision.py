@@ -293,8 +293,9 @@ class LlavaOnevisionAdapter(VideoLLM):
         return pooled.permute(0, 2, 3, 1).reshape(x.shape[0], self.tokens_per_frame, -1)
 
     # -------------------------------------------------------------------- prompt
-    def _split_prompt(self, prompt: str) -> tuple[str, str]:
-        """Text before and after the video: the qwen_2 conversation (module docstring)."""
+    def split_prompt(self, prompt: str) -> tuple[str, str]:
+        """Text before and after the video: the qwen_2 conversation (module docstring).
+        Training (`scissorbench.train_micro`) builds its sequences with it too."""
         placeholders = [self.processor.video_token, self.processor.image_token]
         present = [p for p in placeholders if p in prompt]
         if present:
@@ -308,7 +309,8 @@ class LlavaOnevisionAdapter(VideoLLM):
         after = f"{user_after}{_IM_END}\n{_IM_START}assistant\n"
         return before, after
 
-    def _encode(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added (Qwen2 has no BOS)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _embed(self, ids: list[int]) -> Tensor:
@@ -318,7 +320,7 @@ class LlavaOnevisionAdapter(VideoLLM):
 
     def prompt_embeddings(self, prepared: Prepared, prompt: str) -> tuple[Tensor, int]:
         """(inputs_embeds [1, S, D], index of the first visual token) for `prompt`."""
-        before, after = (self._encode(text) for text in self._split_prompt(prompt))
+        before, after = (self.encode_text(text) for text in self.split_prompt(prompt))
         parts = [self._embed(before), prepared.visual.to(self.device, self.dtype)]
         if self.video_newline:
             parts.append(self.model.model.image_newline[None].to(self.dtype))
@@ -458,12 +460,12 @@ class LlavaOnevisionAdapter(VideoLLM):
         self, prepared: Prepared, context: str, continuation: str
     ) -> tuple[float, bool, Accounting]:
         """(sum of log p(continuation tokens | video, context), all tokens greedy) + accounting."""
-        after_text = self._split_prompt(context)[1]
-        after, tail = self._encode(after_text), self._encode(after_text + continuation)
+        after_text = self.split_prompt(context)[1]
+        after, tail = self.encode_text(after_text), self.encode_text(after_text + continuation)
         if tail[: len(after)] == after and len(tail) > len(after):
             target = tail[len(after) :]
         else:
-            target = self._encode(continuation)
+            target = self.encode_text(continuation)
         if not target:
             raise ValueError("loglikelihood needs a non-empty continuation")
 

@@ -20,22 +20,38 @@ writes the same weights. About 0.6 MB.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from backbones.chat import CHAT_TEMPLATE
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "write_tiny_checkpoint"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "SPECIAL_TOKENS",
+    "build_model",
+    "byte_tokenizer",
+    "save_checkpoint",
+    "wrap_tokenizer",
+    "write_tiny_checkpoint",
+]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
 
-def _tokenizer():
+def byte_tokenizer():
     """Byte-level BPE over the 256 byte symbols (no merges) + the special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    return wrap_tokenizer(Tokenizer(models.BPE(vocab=vocab, merges=[])))
+
+
+def wrap_tokenizer(core: Any) -> Any:
+    """A `tokenizers.Tokenizer` (BPE model) as the fast tokenizer of a qwen_2-style checkpoint:
+    byte-level pre-tokenizer and decoder, the special tokens, the chat template."""
+    from tokenizers import decoders, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
     core.add_special_tokens(SPECIAL_TOKENS)
@@ -50,8 +66,19 @@ def _tokenizer():
     )
 
 
-def write_tiny_checkpoint(
-    path: str | Path,
+def write_tiny_checkpoint(path: str | Path, seed: int = 0, **geometry: Any) -> Path:
+    """Write a random LLaVA-OneVision checkpoint (safetensors + processor) to `path`.
+
+    `geometry` overrides `build_model`'s sizes; the default 84 px / 14 px patches give 6 x 6
+    patches and 3 x 3 = 9 tokens per frame. Returns the path.
+    """
+    tokenizer = byte_tokenizer()
+    model, processor = build_model(tokenizer, seed, **geometry)
+    return save_checkpoint(model, processor, path)
+
+
+def build_model(
+    tokenizer: Any,
     seed: int = 0,
     *,
     vision_layers: int = 2,
@@ -65,28 +92,23 @@ def write_tiny_checkpoint(
     heads: int = 4,
     kv_heads: int = 2,
     initializer_range: float = 0.2,
-) -> Path:
-    """Write a random LLaVA-OneVision checkpoint (safetensors + processor) to `path`.
+) -> tuple[Any, Any]:
+    """A freshly initialised `LlavaOnevisionForConditionalGeneration` of the given size around
+    `tokenizer`, and its processor -> (model, processor). Seeded: same seed, same weights.
 
-    `image_size / patch_size` patches per side, pooled to ceil(side / 2) per side: the default
-    84 / 14 gives 6 x 6 patches and 3 x 3 = 9 tokens per frame. Returns the path.
+    `image_size / patch_size` patches per side, pooled to ceil(side / 2) per side.
     """
     import torch
     from transformers import (
         GenerationConfig,
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
-        LlavaOnevisionImageProcessor,
-        LlavaOnevisionProcessor,
-        LlavaOnevisionVideoProcessor,
         Qwen2Config,
         SiglipVisionConfig,
     )
 
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
-    path = Path(path)
-    tokenizer = _tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
 
     vision = SiglipVisionConfig(
@@ -128,21 +150,29 @@ def write_tiny_checkpoint(
     )
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config).eval()
-    with torch.no_grad():  # vision weights at the same (larger) scale as the LLM's
+    with torch.no_grad():  # vision weights at the same scale as the LLM's
         for name, param in model.model.vision_tower.named_parameters():
             if name.endswith("weight") and param.dim() == 2:
                 param.normal_(0.0, initializer_range)
     model.generation_config = GenerationConfig(
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
     )
-    model.save_pretrained(path)
+    return model, _processor(tokenizer, config, image_size, patch_size)
+
+
+def _processor(tokenizer: Any, config: Any, image_size: int, patch_size: int) -> Any:
+    from transformers import (
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
 
     common = {
         "size": {"height": image_size, "width": image_size},
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
     }
-    processor = LlavaOnevisionProcessor(
+    return LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(
             **common, image_grid_pinpoints=config.image_grid_pinpoints
         ),
@@ -153,5 +183,11 @@ def write_tiny_checkpoint(
         chat_template=CHAT_TEMPLATE,
         vision_aspect_ratio="anyres_max_9",
     )
+
+
+def save_checkpoint(model: Any, processor: Any, path: str | Path) -> Path:
+    """Write model (safetensors) and processor to `path` as `from_pretrained` reads them."""
+    path = Path(path)
+    model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

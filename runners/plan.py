@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import compressors
+from backbones import fingerprint
 from runners.store import run_key
 
 _MODEL_KEYS = ("name", "pretrained")
@@ -70,6 +71,10 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
     names = list(cfg.task.names)
     if not names:
         raise ConfigError("task.names is empty; choose a task config from configs/task/")
+    # a local checkpoint's weights are part of the key (a retrained one is recomputed); one
+    # the runner writes itself (create_if_missing) is a function of the code version already
+    weights = None if model.get("create_if_missing") else fingerprint(str(model["pretrained"]))
+    keyed = {**versions, "checkpoint": weights} if weights else versions
     runs = []
     for task in names:
         settings = {
@@ -80,5 +85,5 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
             "limit": cfg.limit,
             "seed": cfg.seed,
         }
-        runs.append(Run(run_key(settings, versions), settings, cfg.task.get("include_path")))
+        runs.append(Run(run_key(settings, keyed), settings, cfg.task.get("include_path")))
     return runs

@@ -248,7 +248,11 @@ class ScissorBench(lmms):
         )
         self._check_in_llm_layer()
         self.features = (
-            FeatureCache(feature_cache, f"{pretrained}|{dtype}", self.max_frames_num)
+            FeatureCache(
+                feature_cache,
+                f"{pretrained}|{backbones.fingerprint(pretrained)}|{dtype}",
+                self.max_frames_num,
+            )
             if feature_cache
             else None
         )
