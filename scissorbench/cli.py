@@ -1,6 +1,6 @@
 """The `scissorbench` command: one subcommand per entry of `COMMANDS`.
 
-    scissorbench demo [--retention 0.35] [--frames 16] [--output results/demo]
+    scissorbench demo [--compressors scc,fastv] [--retentions 1,0.35,0.1] [--limit 70]
 
 A subcommand is a function that takes its own argument list, parses it with its own parser and
 returns an exit code; its docstring's first line is its help. Arguments are validated while
@@ -53,8 +53,54 @@ def _positive_int(text: str) -> int:
 
 
 def demo(argv: list[str]) -> int:
-    """Run every compressor on sample clips and draw what each keeps or merges."""
+    """Sweep every compressor x retention on the micro model: leaderboard and accuracy plot."""
+    from scissorbench.demo import DEFAULT_RETENTIONS
+
     parser = _subparser("demo", demo)
+    parser.add_argument("--model", default="micro", help="a model config (configs/model)")
+    parser.add_argument("--compressors", type=_names, default=None,
+                        help="comma-separated registry names (default: every compressor)")
+    parser.add_argument("--retentions", type=_retentions, default=DEFAULT_RETENTIONS,
+                        help="comma-separated retention ratios in (0, 1]")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="evaluate the first N test questions only (default: all)")
+    parser.add_argument("--output", type=Path, default=Path("results/demo"),
+                        help="folder for the runs, the leaderboard and the figure")
+    args = parser.parse_args(argv)
+
+    from runners.plan import ConfigError
+    from scissorbench.demo import run_demo
+
+    try:
+        result = run_demo(args.output, model=args.model, methods=args.compressors,
+                          retentions=args.retentions, limit=args.limit)
+    except ConfigError as err:
+        print(f"scissorbench demo: error: {err}", file=sys.stderr)
+        return 2
+    if result.table.is_file():
+        print(result.table.read_text())
+    print(f"[demo] accuracy:    {result.table}")
+    print(f"[demo] by type:     {result.by_type}")
+    print(f"[demo] leaderboard: {result.leaderboard}")
+    print(f"[demo] figure:      {result.figure}")
+    print(f"[demo] report:      {result.report}")
+    return 0 if not result.failed else 1
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated compressor names")
+    return names
+
+
+def _retentions(text: str) -> list[float]:
+    return [_retention(part) for part in text.split(",") if part.strip()]
+
+
+def pictures(argv: list[str]) -> int:
+    """Draw what every compressor keeps or merges on real clips (no model: pixel features)."""
+    parser = _subparser("pictures", pictures)
     parser.add_argument(
         "--retention",
         type=_retention,
@@ -63,19 +109,19 @@ def demo(argv: list[str]) -> int:
     )
     parser.add_argument("--frames", type=_positive_int, default=16, help="frames sampled per clip")
     parser.add_argument(
-        "--output", type=Path, default=Path("results/demo"), help="folder for the PNGs and CSV"
+        "--output", type=Path, default=Path("results/pictures"), help="folder for the PNGs and CSV"
     )
     args = parser.parse_args(argv)
 
-    from scissorbench.demo import run_demo
+    from scissorbench.pictures import draw_pictures
     from scissorbench.video import VideoError
 
     try:
-        paths = run_demo(args.output, retention=args.retention, num_frames=args.frames)
+        paths = draw_pictures(args.output, retention=args.retention, num_frames=args.frames)
     except VideoError as err:
-        print(f"scissorbench demo: error: {err}", file=sys.stderr)
+        print(f"scissorbench pictures: error: {err}", file=sys.stderr)
         return 1
-    print("[demo] results:")
+    print("[pictures] results:")
     for path in paths:
         print(f"  {path}")
     return 0
@@ -91,13 +137,25 @@ def synth_data(argv: list[str]) -> int:
         help="data root (default: $SCISSORBENCH_DATA, else <repo>/data); the task is written "
         "to ROOT/synthetic_video_qa, where the lmms-eval task looks when SCISSORBENCH_DATA=ROOT",
     )
-    parser.add_argument("--n", type=_positive_int, default=64, help="number of questions")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed")
+    parser.add_argument("--n", type=_positive_int, default=None,
+                        help="number of questions (default: 210 for test, 6000 for train)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="generator seed (default: 0 for test, 1 for train)")
     parser.add_argument("--split", default="test", help="split name (the task reads 'test')")
     args = parser.parse_args(argv)
 
-    from scissorbench.synthetic import build_dataset, dataset_dir
+    from scissorbench.synthetic import (
+        SPLIT_SEEDS,
+        TEST_ITEMS,
+        TRAIN_ITEMS,
+        build_dataset,
+        dataset_dir,
+    )
 
+    if args.n is None:
+        args.n = TRAIN_ITEMS if args.split == "train" else TEST_ITEMS
+    if args.seed is None:
+        args.seed = SPLIT_SEEDS.get(args.split, 0)
     target = dataset_dir(args.root)
     try:
         index = build_dataset(target, n=args.n, seed=args.seed, split=args.split)
@@ -153,6 +211,37 @@ def tiny_model(argv: list[str]) -> int:
     return 0
 
 
+def train_micro(argv: list[str]) -> int:
+    """Train the micro video-LLM on synthetic_video_qa (about 15 minutes on 2 CPU cores)."""
+    from scissorbench.train_micro import TrainConfig
+
+    defaults = TrainConfig()
+    parser = _subparser("train-micro", train_micro)
+    parser.add_argument("--output", type=Path, default=Path("results/models/micro"),
+                        help="folder for the checkpoint (the shipped one is checkpoints/micro)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="weights and order seed")
+    parser.add_argument("--steps", type=_positive_int, default=defaults.steps,
+                        help="optimiser steps")
+    parser.add_argument("--train-items", type=_positive_int, default=defaults.train_items,
+                        help="training videos (split 'train', written on first use)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="data root (default: $SCISSORBENCH_DATA, else <repo>/data)")
+    args = parser.parse_args(argv)
+
+    from dataclasses import replace
+
+    from scissorbench.train_micro import train
+
+    cfg = replace(defaults, seed=args.seed, steps=args.steps, train_items=args.train_items)
+    try:
+        path = train(args.output, cfg, data_root=args.data_root)
+    except (OSError, ValueError) as err:
+        print(f"scissorbench train-micro: error: {err}", file=sys.stderr)
+        return 1
+    print(f"[train-micro] checkpoint: {path}")
+    return 0
+
+
 def flops(argv: list[str]) -> int:
     """Analytic FLOPs of model x compressor x retention (key=value), ratio to the full model."""
     from reporting.cli import flops as command
@@ -180,8 +269,10 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "reference": reference,
     "convert": convert,
     "demo": demo,
+    "pictures": pictures,
     "synth-data": synth_data,
     "tiny-model": tiny_model,
+    "train-micro": train_micro,
     "run": run,
 }
 
