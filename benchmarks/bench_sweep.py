@@ -36,7 +36,7 @@ def _sweep(results: Path, methods: list[str], limit: int, cache: bool) -> list[f
     for method in methods:
         with initialize_config_dir(str(CONFIGS), version_base="1.3"):
             cfg = compose("config", overrides=[
-                f"compressor={method}", "retention=0.35", f"limit={limit}",
+                "model=tiny", f"compressor={method}", "retention=0.35", f"limit={limit}",
                 f"results_dir={results}", f"feature_cache={str(cache).lower()}",
             ])
         run(cfg)

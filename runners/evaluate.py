@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> list[Path]:
 
 
 def _prepare_assets(cfg: DictConfig, runs: list[Run]) -> None:
-    """Write what a run needs and can make itself: the tiny checkpoint, the synthetic data."""
+    """Write what a run needs and can make itself: the tiny checkpoint, the synthetic test split."""
     model = cfg.model
     if model.get("create_if_missing") == "tiny" and not Path(model.pretrained).exists():
         from backbones.tiny import write_tiny_checkpoint
@@ -54,12 +54,18 @@ def _prepare_assets(cfg: DictConfig, runs: list[Run]) -> None:
         log.info("writing the tiny checkpoint to %s", model.pretrained)
         write_tiny_checkpoint(model.pretrained)
     if any(r.include_path == "scissorbench" for r in runs):
-        from scissorbench.synthetic import build_dataset, dataset_dir
+        from scissorbench.synthetic import (
+            SPLIT_SEEDS,
+            TEST_ITEMS,
+            build_dataset,
+            dataset_dir,
+            split_is_current,
+        )
 
         target = dataset_dir()
-        if not (target / "test.jsonl").exists():
-            log.info("writing the synthetic_video_qa data to %s", target)
-            build_dataset(target, n=64, seed=0, split="test")
+        if not split_is_current(target, "test", SPLIT_SEEDS["test"]):
+            log.info("writing the synthetic_video_qa test split to %s", target)
+            build_dataset(target, n=TEST_ITEMS, seed=SPLIT_SEEDS["test"], split="test")
 
 
 def _launch_torchrun(cfg: DictConfig) -> None:
@@ -149,7 +155,12 @@ def execute(cfg: DictConfig, runs: list[Run], store: ResultsStore) -> None:
 def _job_key(run: Run) -> str:
     """The key of a run without its task: one per-sample log for all tasks of a job."""
     settings = {k: v for k, v in run.settings.items() if k != "task"}
-    return run_key(settings, code_versions())
+    return run_key(settings, run.versions or code_versions())
+
+
+def samples_of(results_dir: str | os.PathLike[str], run: Run) -> list[dict[str, Any]]:
+    """The per-sample records (model output, tokens, timings) of a finished `run`."""
+    return _samples(Path(results_dir) / ".samples" / f"{_job_key(run)}.jsonl", run.task)
 
 
 def _samples(path: Path, task: str) -> list[dict[str, Any]]:

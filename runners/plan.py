@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +26,7 @@ class Run:
     key: str
     settings: dict[str, Any]
     include_path: str | None
+    versions: dict[str, Any] = field(default_factory=dict)  # what the key hashed with settings
 
     @property
     def task(self) -> str:
@@ -63,10 +64,10 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
     missing = [k for k in _MODEL_KEYS if not model.get(k)]
     if missing:
         raise ConfigError(f"model config lacks {missing}; see configs/model/*.yaml")
-    for field, minimum in (("limit", 1), ("processes", 1), ("gpus_per_job", 1)):
-        value = cfg.get(field)
+    for name, minimum in (("limit", 1), ("processes", 1), ("gpus_per_job", 1)):
+        value = cfg.get(name)
         if value is not None and value < minimum:
-            raise ConfigError(f"{field} must be >= {minimum}, got {value}")
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     name, params, retention = _compressor(cfg)
     names = list(cfg.task.names)
     if not names:
@@ -85,5 +86,5 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
             "limit": cfg.limit,
             "seed": cfg.seed,
         }
-        runs.append(Run(run_key(settings, keyed), settings, cfg.task.get("include_path")))
+        runs.append(Run(run_key(settings, keyed), settings, cfg.task.get("include_path"), keyed))
     return runs

@@ -32,6 +32,7 @@ def _args(assets: Path, results: Path, *overrides: str) -> list[str]:
     limit = [] if any(o.startswith("limit=") for o in overrides) else ["limit=2"]
     return [
         *overrides,
+        "model=tiny",
         f"model.pretrained={assets / 'tiny'}",
         f"results_dir={results}",
         f"hydra.run.dir={results}/hydra",
