@@ -1,11 +1,13 @@
-"""Compressor demo on real video clips: what each method keeps or merges, as a picture.
+"""Compressor pictures on real video clips: what each method keeps or merges (`scissorbench
+pictures`).
 
-Until a video LLM is wired in, the tokens are simple pixel features that stand in for the
-vision tower's: each frame is resized to 224x224 and cut into a 14x14 grid of 16x16 patches
-(the 196 tokens per frame of LLaVA-OneVision after pooling); a patch's token is the patch
-average-pooled to 4x4 RGB (48 numbers), minus the video's mean token so that cosine similarity
-compares content rather than overall brightness. Methods that need model signals get transparent
-proxies: importance / attention = L2 distance of a token from its frame's mean token.
+No model is involved: the tokens are simple pixel features that stand in for a vision
+tower's, so any clip can be drawn in seconds. Each frame is resized to 224x224 and cut into a
+14x14 grid of 16x16 patches (the 196 tokens per frame of LLaVA-OneVision after pooling); a
+patch's token is the patch average-pooled to 4x4 RGB (48 numbers), minus the video's mean token
+so that cosine similarity compares content rather than overall brightness. Methods that need
+model signals get transparent proxies: importance / attention = L2 distance of a token from its
+frame's mean token.
 
 For every registered compressor the figure paints each patch with the mean colour of all the
 input patches (over all frames) that share its output token: what the LLM "sees".
@@ -29,7 +31,7 @@ from torch import Tensor
 import compressors
 from scissorbench.video import sample_frames
 
-__all__ = ["GRID", "default_clips", "patch_tokens", "proxy_signals", "run_demo", "seen_by_llm"]
+__all__ = ["GRID", "default_clips", "patch_tokens", "proxy_signals", "draw_pictures", "seen_by_llm"]
 
 GRID = (14, 14)  # tokens per frame (H, W), as LLaVA-OneVision after its 2x2 pooling
 _PATCH = 16  # pixels per patch side; 14 * 16 = 224
@@ -90,7 +92,7 @@ def seen_by_llm(colours: Tensor, assignment: Tensor, num_output: int) -> Tensor:
     return painted.reshape(colours.shape)
 
 
-def run_demo(
+def draw_pictures(
     output_dir: Path,
     retention: float = 0.35,
     num_frames: int = 16,

@@ -9,7 +9,7 @@ import pytest
 
 import compressors
 from scissorbench.cli import main
-from scissorbench.demo import default_clips, run_demo
+from scissorbench.pictures import default_clips, draw_pictures
 from scissorbench.video import VideoError, sample_frames
 
 RETENTION = 0.35
@@ -66,7 +66,7 @@ def test_sample_frames_zero_frames(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def demo_run(clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    paths = run_demo(out, retention=RETENTION, num_frames=FRAMES, clips=[clip])
+    paths = draw_pictures(out, retention=RETENTION, num_frames=FRAMES, clips=[clip])
     with open(out / "summary.csv", newline="") as f:
         rows = {row["method"]: row for row in csv.DictReader(f)}
     return paths, rows
@@ -98,7 +98,7 @@ def test_demo_summary_meets_budget(demo_run, method):
 
 def test_cli_rejects_bad_retention(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["demo", "--retention", "1.5"])
+        main(["pictures", "--retention", "1.5"])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "retention" in err and len(err.strip().splitlines()) == 1

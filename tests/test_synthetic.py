@@ -75,7 +75,8 @@ def test_build_is_deterministic_to_the_byte(tmp_path, dataset):
 
 def test_index_rows_are_well_formed(dataset):
     root, rows = dataset
-    assert [r["question_type"] for r in rows] == [QUESTION_TYPES[i % len(QUESTION_TYPES)] for i in range(N)]
+    kinds = len(QUESTION_TYPES)
+    assert [r["question_type"] for r in rows] == [QUESTION_TYPES[i % kinds] for i in range(N)]
     for i, row in enumerate(rows):
         assert row["index"] == i and (root / row["video"]).is_file()
         assert len(row["options"]) == 4 and len(set(row["options"])) == 4
