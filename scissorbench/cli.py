@@ -288,7 +288,7 @@ def _subparser(name: str, command: Callable[[list[str]], int]) -> argparse.Argum
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]), run the chosen subcommand, return its exit code."""
-    listing = "\n".join(f"  {name:<10} {_summary(fn)}" for name, fn in COMMANDS.items())
+    listing = "\n".join(f"  {name:<11} {_summary(fn)}" for name, fn in COMMANDS.items())
     parser = _Parser(
         prog="scissorbench",
         description="Evaluation harness for visual-token compression in video LLMs.",
