@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DEFAULT_RETENTIONS", "TASK", "DemoResult", "demo_jobs", "run_demo"]
 
@@ -57,8 +58,9 @@ def demo_jobs(model: str, methods: Sequence[str], retentions: Sequence[float],
     return jobs
 
 
-def _compose(jobs: list[list[str]]) -> list:
-    """Compose and validate every job (runners.plan) before any model loads."""
+def _compose(jobs: list[list[str]]) -> list[tuple[Any, Any]]:
+    """(config, planned run) of every job, composed and validated (runners.plan) before any
+    model loads."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
@@ -68,16 +70,16 @@ def _compose(jobs: list[list[str]]) -> list:
     from runners.store import code_versions
 
     versions = code_versions()
-    cfgs = []
+    planned = []
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         for job in jobs:
             try:
                 cfg = compose("config", overrides=job)
             except HydraException as err:
                 raise ConfigError(f"{' '.join(job)}: {str(err).splitlines()[0]}") from None
-            plan(cfg, versions)
-            cfgs.append(cfg)
-    return cfgs
+            (run,) = plan(cfg, versions)  # one task: synthetic_video_qa
+            planned.append((cfg, run))
+    return planned
 
 
 def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str] | None = None,
@@ -88,8 +90,7 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
 
     import compressors
     from runners.evaluate import run, samples_of
-    from runners.plan import ConfigError, plan
-    from runners.store import code_versions
+    from runners.plan import ConfigError
 
     output = Path(output)
     known = compressors.available()
@@ -98,16 +99,16 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
     if unknown:
         raise ConfigError(f"unknown compressor(s) {unknown}; choose from {known}")
     jobs = demo_jobs(model, methods, retentions, output / "runs", limit)
-    cfgs = _compose(jobs)
+    planned = _compose(jobs)
     hf_logging.disable_progress_bar()  # one line per run is the progress shown
-    log(f"[demo] {len(cfgs)} runs: model {model}, task {TASK}, compressors {methods}, "
+    log(f"[demo] {len(planned)} runs: model {model}, task {TASK}, compressors {methods}, "
         f"retentions {[float(r) for r in retentions]}")
     result = DemoResult(output / "leaderboard.md", output / "accuracy.md",
                         output / "by_question_type.md", output / "accuracy_vs_retention.png",
                         output / "report" / "report.html")
     per_type: list[dict] = []
     started = time.perf_counter()
-    for number, cfg in enumerate(cfgs, 1):
+    for number, (cfg, job) in enumerate(planned, 1):
         label = cfg.compressor.name + ("" if cfg.retention is None else f" r={cfg.retention:g}")
         clock = time.perf_counter()
         paths = run(cfg)
@@ -119,10 +120,9 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
         else:
             accuracy = record["metrics"]["accuracy,none"]["value"]
             said = f"accuracy {accuracy:.3f}, {record['tokens']['fed_mean'] or 0:.1f} tokens fed"
-            (job,) = plan(cfg, code_versions())
             per_type.append({"method": cfg.compressor.name, "retention": cfg.retention,
                              **type_accuracy(samples_of(cfg.results_dir, job))})
-        log(f"[demo] {number:>2}/{len(cfgs)} {label:<18} {said}  "
+        log(f"[demo] {number:>2}/{len(planned)} {label:<18} {said}  "
             f"({time.perf_counter() - clock:.1f} s, {time.perf_counter() - started:.0f} s in all)")
     _write_outputs(output, model, result, per_type)
     return result
@@ -130,20 +130,13 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
 
 def type_accuracy(samples: list[dict]) -> dict[str, float]:
     """Accuracy (%) per question type and in all of a run's per-sample outputs, scored as the
-    task scores them (`extract_letter`) against the test split's answers."""
-    from scissorbench.synthetic import QUESTION_TYPES, dataset_dir, extract_letter
+    task scores them (`is_right`) against the test split's answers."""
+    from scissorbench.synthetic import accuracy_by_type, dataset_dir, is_right, read_split
 
-    index = dataset_dir() / "test.jsonl"
-    rows = [json.loads(line) for line in index.read_text().splitlines()]
-    right: dict[str, list[float]] = {kind: [] for kind in QUESTION_TYPES}
-    for sample in samples:
-        row = rows[sample["doc_id"]]
-        letter = extract_letter(sample.get("output") or "", row["options"])
-        right[row["question_type"]].append(100.0 * (letter == row["answer"]))
-    scores = {k: sum(v) / len(v) for k, v in right.items() if v}
-    every = [x for v in right.values() for x in v]
-    scores["all"] = sum(every) / len(every) if every else float("nan")
-    return scores
+    rows = read_split(dataset_dir(), "test")
+    outcomes = [(rows[s["doc_id"]]["question_type"], is_right(s.get("output"), rows[s["doc_id"]]))
+                for s in samples]
+    return {kind: 100.0 * share for kind, share in accuracy_by_type(outcomes).items()}
 
 
 def _write_outputs(output: Path, model: str, result: DemoResult, per_type: list[dict]) -> None:

@@ -55,13 +55,16 @@ __all__ = [
     "TRAIN_ITEMS",
     "DATA_ENV",
     "Item",
+    "accuracy_by_type",
     "build_dataset",
     "data_root",
     "dataset_dir",
     "extract_letter",
     "format_open_prompt",
     "format_prompt",
+    "is_right",
     "make_item",
+    "read_split",
     "render",
     "split_is_current",
     "write_video",
@@ -371,10 +374,9 @@ def build_dataset(
 def split_is_current(root: str | os.PathLike, split: str, seed: int, n: int = 1) -> bool:
     """Whether `root/<split>.jsonl` holds at least `n` items and each is what this code draws
     from `seed` (a split written by an older generator is stale), videos present."""
-    index = Path(root) / f"{split}.jsonl"
-    if not index.is_file():
+    if not (Path(root) / f"{split}.jsonl").is_file():
         return False
-    rows = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+    rows = read_split(root, split)
     if len(rows) < n:
         return False
     for i, row in enumerate(rows):
@@ -385,6 +387,12 @@ def split_is_current(root: str | os.PathLike, split: str, seed: int, n: int = 1)
                 or not (Path(root) / row.get("video", "")).is_file()):
             return False
     return True
+
+
+def read_split(root: str | os.PathLike, split: str = "test") -> list[dict]:
+    """The question rows of `root/<split>.jsonl`, in order (row i is the split's item i)."""
+    with (Path(root) / f"{split}.jsonl").open() as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def data_root(default: str | os.PathLike | None = None) -> Path:
@@ -432,3 +440,19 @@ def extract_letter(response: str, options: list[str] | tuple[str, ...] = ()) -> 
             return LETTERS[i]
     match = re.search(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", text)
     return match.group(1) if match else ""
+
+
+def is_right(response: str, row: dict) -> bool:
+    """Whether a model's answer to `row` names its correct option (the task's scoring)."""
+    return extract_letter(response or "", row["options"]) == row["answer"]
+
+
+def accuracy_by_type(outcomes: list[tuple[str, bool]]) -> dict[str, float]:
+    """Share right (0-1) per question type, in `QUESTION_TYPES` order, and in all ("all"; nan
+    when empty), from (question type, right) pairs."""
+    right: dict[str, list[bool]] = {kind: [] for kind in QUESTION_TYPES}
+    for kind, ok in outcomes:
+        right.setdefault(kind, []).append(ok)
+    scores = {kind: float(np.mean(v)) for kind, v in right.items() if v}
+    scores["all"] = float(np.mean([ok for _, ok in outcomes])) if outcomes else float("nan")
+    return scores

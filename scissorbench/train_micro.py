@@ -54,7 +54,6 @@ import torch.nn.functional as F
 __all__ = ["TrainConfig", "load_split", "train"]
 
 
-
 @dataclass
 class TrainConfig:
     """Settings of one training run (all of them go into training.json)."""
@@ -75,11 +74,14 @@ class TrainConfig:
     eval_items: int = 140
 
 
-def load_split(root: Path, split: str, frames: int, processor: Any) -> tuple[list[dict], Any]:
-    """(index rows, pixel values [N, T, 3, S, S]) of a split, decoded as evaluation decodes."""
+def load_split(root: Path, split: str, frames: int, processor: Any,
+               limit: int | None = None) -> tuple[list[dict], Any]:
+    """(index rows, pixel values [N, T, 3, S, S]) of the first `limit` items of a split (all
+    when None), decoded as evaluation decodes."""
+    from scissorbench.synthetic import read_split
     from scissorbench.video import sample_frames
 
-    rows = [json.loads(line) for line in (root / f"{split}.jsonl").read_text().splitlines()]
+    rows = read_split(root, split)[:limit]
     pixels = []
     for start in range(0, len(rows), 64):
         videos = [sample_frames(root / r["video"], frames) for r in rows[start : start + 64]]
@@ -245,21 +247,17 @@ def held_out_accuracy(path: Path, root: Path, items: int, frames: int) -> dict[s
     """Greedy answers of the saved checkpoint (through `backbones.load`) on the first `items`
     test questions -> accuracy overall and per question type."""
     import backbones
-    from scissorbench.synthetic import extract_letter, format_prompt
+    from scissorbench.synthetic import accuracy_by_type, format_prompt, is_right, read_split
     from scissorbench.video import sample_frames
 
     llm = backbones.load(str(path))
-    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()][:items]
-    right: dict[str, list[float]] = {}
-    for row in rows:
+    outcomes = []
+    for row in read_split(root, "test")[:items]:
         prepared = llm.prepare(sample_frames(root / row["video"], frames))
         text, _ = llm.generate(prepared, format_prompt(row["question"], row["options"]),
                                max_new_tokens=4)
-        ok = float(extract_letter(text, row["options"]) == row["answer"])
-        right.setdefault(row["question_type"], []).append(ok)
-    result = {kind: float(np.mean(v)) for kind, v in right.items()}
-    result["all"] = float(np.mean([x for v in right.values() for x in v]))
-    return result
+        outcomes.append((row["question_type"], is_right(text, row)))
+    return accuracy_by_type(outcomes)
 
 
 def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
@@ -289,8 +287,7 @@ def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
 
     model, processor = new_micro_model(cfg.seed)
     adapter = LlavaOnevisionAdapter(model, processor)
-    rows, pixels = load_split(root, "train", cfg.frames, processor)
-    rows, pixels = rows[: cfg.train_items], pixels[: cfg.train_items]
+    rows, pixels = load_split(root, "train", cfg.frames, processor, limit=cfg.train_items)
     seqs = _Sequences(adapter, rows)
     tokens = cfg.frames * adapter.tokens_per_frame
     log(f"[train-micro] {len(rows)} videos ready in {time.perf_counter() - clock:.0f} s; "

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,9 +17,11 @@ from compressors._core import budget, select
 from scissorbench.synthetic import (
     QUESTION_TYPES,
     SPLIT_SEEDS,
+    accuracy_by_type,
     build_dataset,
-    extract_letter,
     format_prompt,
+    is_right,
+    read_split,
 )
 from scissorbench.video import sample_frames
 
@@ -38,9 +39,8 @@ def micro():
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "synthetic_video_qa"
-    index = build_dataset(root, n=SUBSET, seed=SPLIT_SEEDS["test"], split="test")
-    rows = [json.loads(line) for line in index.read_text().splitlines()]
-    return [(row, sample_frames(root / row["video"], FRAMES)) for row in rows]
+    build_dataset(root, n=SUBSET, seed=SPLIT_SEEDS["test"], split="test")
+    return [(row, sample_frames(root / row["video"], FRAMES)) for row in read_split(root)]
 
 
 @dataclass
@@ -65,15 +65,14 @@ class BackgroundOnly:
 
 
 def _accuracy(llm, held_out, compressor=None) -> tuple[float, dict[str, float]]:
-    right: dict[str, list[float]] = {}
+    outcomes = []
     for row, frames in held_out:
         prepared = llm.prepare(frames, compressor)
         text, _ = llm.generate(prepared, format_prompt(row["question"], row["options"]),
                                max_new_tokens=4)
-        ok = float(extract_letter(text, row["options"]) == row["answer"])
-        right.setdefault(row["question_type"], []).append(ok)
-    overall = float(np.mean([x for v in right.values() for x in v]))
-    return overall, {k: float(np.mean(v)) for k, v in right.items()}
+        outcomes.append((row["question_type"], is_right(text, row)))
+    per_type = accuracy_by_type(outcomes)
+    return per_type.pop("all"), per_type
 
 
 def test_checkpoint_is_small_and_complete():

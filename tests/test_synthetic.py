@@ -16,12 +16,15 @@ from scissorbench.synthetic import (
     COLOURS,
     LETTERS,
     QUESTION_TYPES,
+    accuracy_by_type,
     build_dataset,
     data_root,
     dataset_dir,
     extract_letter,
     format_prompt,
+    is_right,
     make_item,
+    read_split,
 )
 from scissorbench.video import sample_frames
 
@@ -187,6 +190,22 @@ def test_colour_change_answers(dataset):
 )
 def test_extract_letter(response, expected):
     assert extract_letter(response, ["yellow", "blue", "green", "magenta"]) == expected
+
+
+def test_read_split_returns_the_index_rows_in_order(dataset):
+    root, rows = dataset
+    assert read_split(root) == rows and [r["index"] for r in rows] == list(range(N))
+
+
+def test_answers_are_scored_per_question_type():
+    row = {"options": ["red", "green", "blue", "cyan"], "answer": "C"}
+    assert is_right("C", row) and is_right("blue", row) and not is_right("red", row)
+    assert not is_right(None, row)
+    scores = accuracy_by_type([("small", True), ("colour", False), ("small", False),
+                               ("colour", False)])
+    assert list(scores) == ["colour", "small", "all"]  # QUESTION_TYPES order, seen types only
+    assert scores == {"colour": 0.0, "small": 0.5, "all": 0.25}
+    assert math.isnan(accuracy_by_type([])["all"])
 
 
 def test_prompt_lists_the_options():

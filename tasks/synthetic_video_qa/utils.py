@@ -9,7 +9,6 @@ The task reads the local JSONL index itself; nothing goes through the Hugging Fa
 from __future__ import annotations
 
 import ast
-import json
 import math
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from lmms_eval.api.task import ConfigurableTask
 
-from scissorbench.synthetic import extract_letter, format_prompt
+from scissorbench.synthetic import format_prompt, is_right, read_split
 
 _HERE = Path(__file__).resolve().parent
 
@@ -51,8 +50,7 @@ class SyntheticVideoQATask(ConfigurableTask):
                 f"--root {root.parent}` or point SCISSORBENCH_DATA at a data root that has "
                 f"synthetic_video_qa/{split}.jsonl"
             )
-        with index.open() as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_split(root, split)
         for row in rows:
             row["video_path"] = str(root / row["video"])
         self.dataset = DatasetDict({split: Dataset.from_list(rows)})
@@ -76,8 +74,7 @@ def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
     """generate_until: right when the answer names the correct option letter."""
-    letter = extract_letter(results[0] if results else "", doc["options"])
-    return {"accuracy": float(letter == doc["answer"])}
+    return {"accuracy": float(is_right(results[0] if results else "", doc))}
 
 
 def _loss(result: Any) -> float:
