@@ -2,9 +2,10 @@
 
 A run's key hashes the resolved settings that change its numbers (model, compressor and its
 parameters, retention, task, frames, seed) together with the versions of the code that computed
-them (lmms-eval, transformers, torch, the git commit). Records are written atomically (temporary
-file in the same folder, then rename), so concurrent workers and killed runs never leave a
-half-written record, and a finished record is never rewritten unless asked.
+them (lmms-eval, transformers, torch, the git commit, the hash of requirements.lock). Records
+are written atomically (temporary file in the same folder, then rename), so concurrent workers
+and killed runs never leave a half-written record, and a finished record is never rewritten
+unless asked.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from scissorbench.environment import lock_hash
+
 SCHEMA_VERSION = 1
 _PACKAGES = ("lmms-eval", "transformers", "torch")
 
 
 def code_versions() -> dict[str, str]:
-    """Versions of the packages that compute results, and the git commit of this checkout."""
+    """Versions of the packages that compute results, the git commit of this checkout and the
+    hash of requirements.lock ("none" when installed without the repository)."""
     versions = {}
     for name in _PACKAGES:
         try:
@@ -32,6 +36,7 @@ def code_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     versions["git_commit"] = _git_commit()
+    versions["lock"] = lock_hash() or "none"
     return versions
 
 
