@@ -7,7 +7,7 @@
 """
 
 from compressors._core import Compressed, budget, merge_into
-from compressors.registry import Compressor, available, build, defaults, register
+from compressors.registry import Compressor, available, budgeted, build, defaults, register
 
 # Importing the method modules fills the registry (one file per method).
 from compressors import (  # noqa: E402,F401  isort: skip
@@ -17,6 +17,7 @@ from compressors import (  # noqa: E402,F401  isort: skip
     pllava,
     random,
     scc,
+    scc_official,
     uniform,
     visionzip,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Compressor",
     "available",
     "budget",
+    "budgeted",
     "build",
     "defaults",
     "merge_into",

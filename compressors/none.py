@@ -25,7 +25,7 @@ def _check(params: dict[str, Any]) -> None:
         )
 
 
-@register("none", check=_check)
+@register("none", check=_check, count=lambda frames, grid, params: frames * grid[0] * grid[1])
 def none(video: Tensor, *, grid: Grid | None = None, retention: float | None = None) -> Compressed:
     """All T*N tokens of a video [T, N, D] as [T*N, D]; assignment and kept are arange(T*N).
 

@@ -11,10 +11,13 @@ M = budget(retention, T*H*W), by `choose_grid`:
 - time: T' = T when M >= T (PLLaVA pools space, not time), else T' = M and H' = W' = 1;
 - space: among (h, w) with 1 <= h <= H, 1 <= w <= W and T' * h * w <= M, the most cells h * w;
   ties go to the aspect closest to H / W (smallest |log((h / w) / (H / W))|), then to larger h;
-- keep_aspect=True (the default, as PLLaVA pools 24 x 24 to 12 x 12) first keeps only grids with
-  h = round(w * H / W) (Python's round), plus 1 x 1, which always fits, as a last resort. At the
-  paper's budgets on 14 x 14 this gives 9 x 9 (41% for r = 0.5), 8 x 8 (33% for 0.35) and
-  4 x 4 (8% for 0.1); keep_aspect=False fills the budget with lopsided grids (14 x 7, 11 x 6).
+- keep_aspect=False (the default) fills the budget, as METHODS.md section 6 asks (the grid with
+  the most cells <= M): on 32 frames of 14 x 14 that is 14 x 7 = 98 cells a frame (50%) for
+  r = 0.5, 11 x 6 = 66 (33.7%; 68 allowed) for 0.35 and 6 x 3 = 18 (9.2%; 19 allowed, but
+  19 = 19 x 1 does not fit a 14-wide grid) for 0.1.
+  keep_aspect=True (PLLaVA's own square 24 x 24 -> 12 x 12 pooling) keeps only grids with
+  h = round(w * H / W) (Python's round), plus 1 x 1, which always fits, as a last resort: 9 x 9
+  (41%) for r = 0.5, 8 x 8 (33%) for 0.35 and 4 x 4 (8.2%) for 0.1, short of the budget.
 
 The output has T' * H' * W' <= M tokens (record the achieved retention). Pooling is computed in
 float32 and returned in the input dtype, in (t, h, w) order. Overlapping adaptive windows make a
@@ -68,18 +71,25 @@ def choose_grid(
     return frames, best[1], best[2]
 
 
+def _count(frames: int, grid: tuple[int, int], params: dict[str, Any]) -> int:
+    """T' * H' * W': the tokens PLLaVA feeds for this geometry (<= M)."""
+    total = frames * grid[0] * grid[1]
+    size = choose_grid(budget(params["retention"], total), frames, *grid, params["keep_aspect"])
+    return math.prod(size)
+
+
 def _cell(size: int, pooled: int, device: torch.device) -> Tensor:
     """[size] the pooled index whose adaptive window holds each input index's centre."""
     return ((2 * torch.arange(size, device=device) + 1) * pooled) // (2 * size)
 
 
-@register("pllava", check=_check)
+@register("pllava", check=_check, count=_count)
 def pllava(
     video: Tensor,
     *,
     grid: Grid | None = None,
     retention: float | None = None,
-    keep_aspect: bool = True,
+    keep_aspect: bool = False,
 ) -> Compressed:
     """Average-pool a video [T, N, D] (N = H * W, `grid` = (H, W)) to [T' * H' * W', D].
 

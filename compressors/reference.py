@@ -4,6 +4,8 @@ Per-edge union-find in Python over similarity matrices moved to the CPU, structu
 official LLaVA-Scissor code is (neighbour lists, union by rank over numpy arrays, members
 gathered per root), with exact components instead of its sampling. It is the oracle the
 tests compare `compressors.scc` against, and the baseline of `benchmarks/bench_scc.py`.
+`dtype` sets the precision of the threshold graphs (normalisation, similarities, `> tau`):
+float32 by default, or e.g. float16 as `scc(similarity_dtype="input")` on float16 features.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ def _cos(x: Tensor) -> Tensor:
     return xn @ xn.T
 
 
-def components(x: Tensor, tau: float) -> list[list[int]]:
-    """Components of cos(x, x) > tau, ordered by their highest-degree node (ties: lowest).
+def components(x: Tensor, tau: float, dtype: torch.dtype = torch.float32) -> list[list[int]]:
+    """Components of cos(x, x) > tau in `dtype`, ordered by their highest-degree node (ties:
+    lowest).
 
     Like the official code: each node's neighbour list, one union per (directed) edge, then
     every node's root and the members gathered per root.
     """
-    adj = (_cos(x) > tau).cpu().numpy()
+    adj = (_cos(x.to(dtype)) > tau).cpu().numpy()
     n = adj.shape[0]
     uf = _UnionFind(n)
     for i in range(n):
@@ -67,20 +70,24 @@ def components(x: Tensor, tau: float) -> list[list[int]]:
 
 
 def scc_reference(
-    video: Tensor, tau: float, tau_temporal: float | None = None, merge: bool = True
+    video: Tensor, tau: float, tau_temporal: float | None = None, merge: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> Compressed:
-    """SCC threshold mode on a video [T, N, D], step by step as METHODS.md writes it."""
+    """SCC threshold mode on a video [T, N, D], step by step as METHODS.md writes it.
+
+    dtype: precision of the threshold graphs (means and merge stay in float32).
+    """
     frames, per_frame, dim = video.shape
     flat = video.reshape(-1, dim).float()
     spatial, owner = [], []
     for f in range(frames):
         frame = flat[f * per_frame : (f + 1) * per_frame]
-        for members in components(frame, tau):
+        for members in components(frame, tau, dtype):
             spatial.append(frame[members].mean(dim=0))
             owner.append([f * per_frame + m for m in members])
     s = torch.stack(spatial)
     reps, assignment = [], torch.empty(flat.shape[0], dtype=torch.long)
-    temporal = components(s, tau if tau_temporal is None else tau_temporal)
+    temporal = components(s, tau if tau_temporal is None else tau_temporal, dtype)
     for out_index, members in enumerate(temporal):
         reps.append(s[members].mean(dim=0))
         for m in members:

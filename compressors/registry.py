@@ -9,11 +9,14 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from compressors._core import Compressed, Grid, check_retention
+from compressors._core import Compressed, Grid, budget, check_retention
 
 Stage = Literal["pre_llm", "in_llm"]
 
 _REGISTRY: dict[str, _Entry] = {}
+
+
+Count = Callable[[int, tuple[int, int], dict[str, Any]], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,8 @@ class _Entry:
     stage: Stage
     signals: tuple[str, ...]
     check: Callable[[dict[str, Any]], None] | None
+    count: Count | None
+    has_budget: bool
 
 
 def register(
@@ -30,6 +35,8 @@ def register(
     stage: Stage = "pre_llm",
     signals: tuple[str, ...] = (),
     check: Callable[[dict[str, Any]], None] | None = None,
+    count: Count | None = None,
+    has_budget: bool = True,
 ) -> Callable[[Callable[..., Compressed]], Callable[..., Compressed]]:
     """Register `fn(video, *, grid, retention, **params, **signals) -> Compressed` as `name`.
 
@@ -38,12 +45,17 @@ def register(
     signals: keyword inputs the model adapter provides per call (e.g. "importance"), as opposed
              to hyper-parameters fixed at build time.
     check:   validates hyper-parameters at build time, before any model is loaded.
+    count:   `count(frames, (H, W), params)`: the tokens the method hands on for that geometry
+             when it is not the budget M (PLLaVA's pooled grid); None where it depends on the
+             video. Without it: M when a retention is set, else unknown (threshold mode).
+    has_budget: False for a method with no budget mode (threshold only, e.g. `scc_official`):
+             it takes no retention, and retention sweeps (`budgeted()`) leave it out.
     """
 
     def wrap(fn: Callable[..., Compressed]) -> Callable[..., Compressed]:
         if name in _REGISTRY:
             raise ValueError(f"compressor {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(fn, stage, tuple(signals), check)
+        _REGISTRY[name] = _Entry(fn, stage, tuple(signals), check, count, has_budget)
         return fn
 
     return wrap
@@ -52,6 +64,12 @@ def register(
 def available() -> list[str]:
     """Names of every registered compressor, sorted."""
     return sorted(_REGISTRY)
+
+
+def budgeted() -> list[str]:
+    """Names of the methods a retention r < 1 applies to (not `none`, not threshold-only
+    methods), sorted: what a retention sweep runs."""
+    return [n for n, entry in sorted(_REGISTRY.items()) if entry.has_budget and n != "none"]
 
 
 def _entry(name: str) -> _Entry:
@@ -84,6 +102,18 @@ class Compressor:
     @property
     def signals(self) -> tuple[str, ...]:
         return _entry(self.name).signals
+
+    def expected_tokens(self, frames: int, grid: tuple[int, int]) -> int | None:
+        """Visual tokens this method hands on for `frames` frames of an (H, W) grid: fed to
+        the LLM (pre-LLM methods) or kept from layer K on (in-LLM); None when the count depends
+        on the video (threshold mode). The analytic FLOPs use it, so a method that does not
+        fill its budget is not costed as if it did."""
+        entry = _entry(self.name)
+        params = {**defaults(self.name), **self.params}
+        if entry.count is not None:
+            return entry.count(frames, grid, params)
+        retention = params.get("retention")
+        return None if retention is None else budget(retention, frames * grid[0] * grid[1])
 
     def __call__(self, video: Tensor, grid: Grid | None = None, **signals: Any) -> Compressed:
         entry = _entry(self.name)

@@ -24,6 +24,13 @@ min-label hooking with pointer jumping (no per-edge Python loop). `epsilon` swit
 paper's sampling approximation, seeded: only edges touching min(n, ceil(ln n / eps^2)) sampled
 nodes are used; tokens linked to none form singletons.
 Components are ordered by the index of their highest-degree node (ties: lowest index).
+
+`similarity_dtype` sets the precision of the two threshold graphs: "float32" (default) computes
+the normalisation, the cosine similarities and the `> tau` comparison in float32 whatever the
+input dtype; "input" computes them in the features' own dtype (e.g. float16), as the official
+code does when the evaluation runs in float16 end to end, where rounding near tau flips edges
+(METHODS.md section 10). Component means and the merge step stay in float32 either way; for the
+official procedure in full (its sampling, collection step and float16 means) see `scc_official`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ _START = 1.5  # the budget search first tries the tau whose spatial stage keeps 
 _MAX_PROBES = 16  # passes the budget search may spend before landing (most reuse the base)
 _SLACK = 0.05  # stop searching once a probe gives M to (1 + _SLACK) * M + _MIN_SLACK tokens
 _MIN_SLACK = 8
+SIMILARITY_DTYPES = ("float32", "input")
 
 
 def _check(params: dict[str, Any]) -> None:
@@ -60,6 +68,11 @@ def _check(params: dict[str, Any]) -> None:
     eps = params["epsilon"]
     if eps is not None and not 0.0 < float(eps) < 1.0:
         raise ValueError(f"epsilon must be in (0, 1) (the paper uses 0.05), got {eps}")
+    if params["similarity_dtype"] not in SIMILARITY_DTYPES:
+        raise ValueError(
+            f"similarity_dtype must be one of {SIMILARITY_DTYPES} ('float32': thresholds in "
+            f"float32; 'input': in the features' dtype), got {params['similarity_dtype']!r}"
+        )
 
 
 def connected_components(num_nodes: int, src: Tensor, dst: Tensor) -> Tensor:
@@ -145,7 +158,15 @@ def _means(x: Tensor, group: Tensor, k: int) -> Tensor:
     return sums / torch.bincount(group, minlength=k).to(x.dtype)[:, None]
 
 
-def _cosine(x: Tensor) -> Tensor:
+def _cosine(x: Tensor, in_dtype: bool = False) -> Tensor:
+    """Cosine similarities [..., n, n] of the rows of x [..., n, D].
+
+    in_dtype: normalise and multiply in x's own dtype, unclamped (the official code's arithmetic);
+    otherwise in float32, clamped to [-1, 1].
+    """
+    if in_dtype:
+        xn = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        return xn @ xn.transpose(-1, -2)
     xn = normalize(x)
     return (xn @ xn.transpose(-1, -2)).clamp_(-1.0, 1.0)
 
@@ -155,12 +176,15 @@ class _Pass:
 
     With `base`, a pass at a higher tau, the spatial components here are unions of the base's
     (threshold graphs are nested), so the representatives and their inner products are
-    size-weighted sums of the base's: no new [K, K, D] product is needed.
+    size-weighted sums of the base's: no new [K, K, D] product is needed. With `sim_dtype` (the
+    input's dtype, similarity_dtype="input") the temporal similarities are instead those of the
+    representatives cast to that dtype.
     """
 
     def __init__(
         self, flat: Tensor, spatial_sim: Tensor, tau: float, tau_temporal: float,
         epsilon: float | None, seed: int, base: _Pass | None = None,
+        sim_dtype: torch.dtype | None = None,
     ) -> None:
         self.tau, self.tau_temporal = tau, tau_temporal
         self.spatial, k = _partition(spatial_sim, tau, epsilon, seed)
@@ -170,8 +194,11 @@ class _Pass:
             self.gram = self.reps @ self.reps.T
         else:
             self.reps, self.gram = base._coarsen(self.spatial, self.sizes)
-        norms = self.gram.diagonal().clamp_min(1e-24).sqrt()
-        sim = (self.gram / norms[:, None]).div_(norms[None, :]).clamp_(-1.0, 1.0)
+        if sim_dtype is None:
+            norms = self.gram.diagonal().clamp_min(1e-24).sqrt()
+            sim = (self.gram / norms[:, None]).div_(norms[None, :]).clamp_(-1.0, 1.0)
+        else:
+            sim = _cosine(self.reps.to(sim_dtype), in_dtype=True)
         self.temporal_sim = sim[None]
         self.temporal, self.count = _partition(self.temporal_sim, tau_temporal, epsilon, seed + 1)
 
@@ -265,7 +292,8 @@ def _tau_for_count(weights: Tensor, num_tokens: int, count: int) -> float:
 
 
 def _search(
-    flat: Tensor, spatial_sim: Tensor, target: int, epsilon: float | None, seed: int
+    flat: Tensor, spatial_sim: Tensor, target: int, epsilon: float | None, seed: int,
+    sim_dtype: torch.dtype | None = None,
 ) -> tuple[_Pass, int]:
     """Find a tau whose two-stage count lands at or just above `target` tokens.
 
@@ -277,15 +305,16 @@ def _search(
     falsi with the Illinois step against one-sided stalls), and the spatial spanning trees
     turn the wanted spatial count back into a tau.
     """
-    weights = _spanning_weights(spatial_sim)
+    weights = _spanning_weights(spatial_sim.float())
     frames, num_tokens = spatial_sim.shape[0], flat.shape[0]
     tau = _tau_for_count(weights, num_tokens, min(num_tokens, math.ceil(_START * target)))
-    base, probes = _Pass(flat, spatial_sim, tau, tau, epsilon, seed), 1
+    base, probes = _Pass(flat, spatial_sim, tau, tau, epsilon, seed, sim_dtype=sim_dtype), 1
     while base.count < target:
         grow = math.ceil(base.num_spatial * min(target / base.count, _GROW))
         tau = _tau_for_count(weights, num_tokens, min(num_tokens, grow))
         tau = tau if tau > base.tau else (base.tau + 1.0) / 2
-        base, probes = _Pass(flat, spatial_sim, tau, tau, epsilon, seed), probes + 1
+        base = _Pass(flat, spatial_sim, tau, tau, epsilon, seed, sim_dtype=sim_dtype)
+        probes += 1
 
     wanted = math.log(target * (1 + _SLACK / 2))
     # bracket ends: [tau, spatial count, log final count - wanted]
@@ -301,7 +330,8 @@ def _search(
         tau = _tau_for_count(weights, num_tokens, round(spatial))
         if not lo[0] < tau < hi[0]:
             tau = (lo[0] + hi[0]) / 2
-        current = _Pass(flat, spatial_sim, tau, tau, epsilon, seed, base=base)
+        current = _Pass(flat, spatial_sim, tau, tau, epsilon, seed, base=base,
+                        sim_dtype=sim_dtype)
         probes += 1
         point = [tau, current.num_spatial, math.log(current.count) - wanted]
         side = 1 if current.count >= target else -1
@@ -326,6 +356,7 @@ def scc(
     epsilon: float | None = None,
     seed: int = 0,
     merge: bool = True,
+    similarity_dtype: str = "float32",
 ) -> Compressed:
     """Compress a video [T, N, D] to semantic-connected-component tokens [M, D].
 
@@ -336,8 +367,12 @@ def scc(
     seed:         seeds the epsilon sampling.
     merge:        add step 3 (every token averaged into its most similar representative);
                   False is the paper's "spatial + temporal" ablation.
+    similarity_dtype: "float32" (thresholds compared in float32) or "input" (normalisation,
+                  cosine similarities and `> tau` in the features' dtype, as the official code
+                  in a float16 evaluation).
     """
-    _check(dict(retention=retention, tau=tau, tau_temporal=tau_temporal, epsilon=epsilon))
+    _check(dict(retention=retention, tau=tau, tau_temporal=tau_temporal, epsilon=epsilon,
+                similarity_dtype=similarity_dtype))
     check_video(video)
     frames, per_frame, dim = video.shape
     flat = video.reshape(-1, dim).float()
@@ -346,16 +381,21 @@ def scc(
     if target == num_input:
         return Compressed(
             video.reshape(-1, dim), torch.arange(num_input, device=video.device), num_input,
-            info={"tau": 1.0, "tau_temporal": 1.0, "spatial_tokens": num_input, "probes": 0},
+            info={"tau": 1.0, "tau_temporal": 1.0, "spatial_tokens": num_input, "probes": 0,
+                  "similarity_dtype": similarity_dtype},
         )
 
-    spatial_sim = _cosine(flat.view(frames, per_frame, dim))
+    sim_dtype = video.dtype if similarity_dtype == "input" else None
+    if sim_dtype is None:
+        spatial_sim = _cosine(flat.view(frames, per_frame, dim))
+    else:
+        spatial_sim = _cosine(video, in_dtype=True)
     if target is None:
         result = _Pass(flat, spatial_sim, tau, tau if tau_temporal is None else tau_temporal,
-                       epsilon, seed)
+                       epsilon, seed, sim_dtype=sim_dtype)
         temporal, count, probes = result.temporal, result.count, 0
     else:
-        result, probes = _search(flat, spatial_sim, target, epsilon, seed)
+        result, probes = _search(flat, spatial_sim, target, epsilon, seed, sim_dtype)
         temporal, count = result.temporal, result.count
         if count > target:
             labels, result.tau_temporal = _cut_to(result.temporal_sim[0], temporal, count, target)
@@ -368,6 +408,7 @@ def scc(
         "tau_temporal": result.tau_temporal,
         "spatial_tokens": result.num_spatial,
         "probes": probes,
+        "similarity_dtype": similarity_dtype,
     }
     if merge:
         tokens, assignment = merge_into(flat, reps)

@@ -125,9 +125,18 @@ def test_random_is_seeded():
     other = run("random", x, retention=0.2, seed=4)
     assert torch.equal(first.kept, again.kept)
     assert not torch.equal(first.kept, other.kept)
-    default = run("random", x, retention=0.2)
-    generator = torch.Generator().manual_seed(0)
-    assert default.kept.tolist() == sorted(torch.randperm(100, generator=generator)[:20].tolist())
+
+
+def test_random_draws_uniformly_without_replacement():
+    # over 1000 seeds each of the 100 tokens is kept ~ Binomial(1000, 0.2): 200 +- 12.6; a fixed,
+    # biased or repeating draw lands far outside 200 +- 60 (4.7 standard deviations)
+    x = video(frames=4, per_frame=25, dim=2)
+    counts = torch.zeros(100)
+    for seed in range(1000):
+        kept = run("random", x, retention=0.2, seed=seed).kept
+        assert len(set(kept.tolist())) == 20  # without replacement
+        counts[kept] += 1
+    assert counts.sum() == 20_000 and (counts - 200).abs().max() < 60
 
 
 def test_l2norm_keeps_largest_norms_ties_to_lower_index():
@@ -299,16 +308,45 @@ def test_choose_grid_examples():
     assert choose_grid(2, 1, 1, 14, keep_aspect=True) == (1, 1, 1)  # 1 x 14 needs 14 cells
 
 
+def _grid_by_the_spec(budget: int, frames: int, height: int, width: int,
+                      keep_aspect: bool) -> tuple[int, int, int]:
+    """METHODS.md section 6: T' = T (M < T: M frames of 1 x 1); among the h x w grids with
+    T' * h * w <= M (keep_aspect: only those of the input's aspect, h = round(w * H / W), or
+    1 x 1), the most cells, then the aspect closest to H / W, then the larger h."""
+    if budget < frames:
+        return budget, 1, 1
+    fits = [
+        (h, w) for h in range(1, height + 1) for w in range(1, width + 1)
+        if frames * h * w <= budget
+        and (not keep_aspect or h == round(w * height / width) or h == w == 1)
+    ]
+    best = min(fits, key=lambda g: (-g[0] * g[1], abs(math.log(g[0] / g[1] * width / height)),
+                                    -g[0]))
+    return frames, *best
+
+
+def _window(i: int, n: int, p: int) -> tuple[int, int]:
+    """The adaptive pooling window of output i of p over n inputs:
+    [floor(i n / p), ceil((i + 1) n / p))."""
+    return (i * n) // p, -((-(i + 1) * n) // p)
+
+
+@pytest.mark.parametrize("keep_aspect", [True, False])
 @pytest.mark.parametrize("retention", [0.05, 0.1, 0.35, 0.5, 1.0])
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5)])
-def test_pllava_is_adaptive_avg_pool3d(retention, grid):
+def test_pllava_is_adaptive_avg_pool3d(retention, grid, keep_aspect):
     x = video(frames=6, per_frame=grid[0] * grid[1], dim=5)
-    out = compressors.build("pllava", retention=retention)(x, grid=grid)
+    out = compressors.build("pllava", retention=retention, keep_aspect=keep_aspect)(x, grid=grid)
     size = tuple(out.info["grid"])
-    budget = compressors.budget(retention, x.shape[0] * x.shape[1])
-    assert size == choose_grid(budget, 6, *grid, keep_aspect=True)
-    pooled = F.adaptive_avg_pool3d(x.reshape(6, *grid, 5).permute(3, 0, 1, 2), size)
-    torch.testing.assert_close(out.tokens, pooled.permute(1, 2, 3, 0).reshape(-1, 5))
+    budget = max(1, round(retention * (6 * x.shape[1])))  # M = max(1, round(r N_v))
+    assert size == _grid_by_the_spec(budget, 6, *grid, keep_aspect)
+    cube = x.reshape(6, *grid, 5)
+    windows = [[_window(i, n, p) for i in range(p)] for n, p in zip((6, *grid), size, strict=True)]
+    pooled = torch.stack([  # each cell: the mean of its adaptive window, in (t, h, w) order
+        cube[t0:t1, h0:h1, w0:w1].mean(dim=(0, 1, 2))
+        for t0, t1 in windows[0] for h0, h1 in windows[1] for w0, w1 in windows[2]
+    ])
+    torch.testing.assert_close(out.tokens, pooled)
     # each token's cell is one whose adaptive window holds it, on every axis
     t, h, w = torch.meshgrid(*(torch.arange(n) for n in (6, *grid)), indexing="ij")
     cell = out.assignment.view(6, *grid)
@@ -371,8 +409,9 @@ def test_bad_inputs(name):
             compressor(x, attention=torch.rand(4, 16))
 
 
-def test_pllava_keeps_the_aspect_by_default_and_fills_the_budget_on_request():
+def test_pllava_fills_the_budget_by_default_and_keeps_the_aspect_on_request():
     x = torch.randn(32, 196, 4)
-    assert compressors.build("pllava", retention=0.35)(x).info["grid"] == [32, 8, 8]
-    lopsided = compressors.build("pllava", retention=0.5, keep_aspect=False)(x)
-    assert lopsided.info["grid"] == [32, 14, 7] and lopsided.num_output == 3136
+    filled = compressors.build("pllava", retention=0.5)(x)  # 3136 = 50% of 6272, 98 a frame
+    assert filled.info["grid"] == [32, 14, 7] and filled.num_output == 3136
+    square = compressors.build("pllava", retention=0.35, keep_aspect=True)(x)
+    assert square.info["grid"] == [32, 8, 8]
