@@ -10,6 +10,7 @@ unknown key, a wrong type or a missing required value fails in one line with exi
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -126,9 +127,10 @@ def _flops(cfg: FlopsConfig) -> int:
     if cfg.text < 0 or cfg.generated < 0:
         raise _UsageError("text and generated must be >= 0")
     try:
+        kept, note = _kept_tokens(cfg, compressor, retention)
         est = estimate(llm["layers"], llm["hidden"], llm["ffn"], retention, layer=layer,
                        frames=cfg.frames, tokens_per_frame=cfg.tokens_per_frame, text=cfg.text,
-                       generated=cfg.generated)
+                       generated=cfg.generated, kept=kept)
     except ValueError as err:
         raise _UsageError(str(err)) from None
     where = "before the LLM" if layer == 0 else f"from LLM layer {layer}"
@@ -136,7 +138,7 @@ def _flops(cfg: FlopsConfig) -> int:
     print(f"compressor {cfg.compressor}" + ("" if retention is None else
                                            f", retention {retention:g}, pruning {where}"))
     print(f"tokens     {est.visual} visual ({cfg.frames} frames x {cfg.tokens_per_frame}), "
-          f"{est.kept} kept, {est.text} text")
+          f"{est.kept} kept ({100 * est.kept / est.visual:.2f}%{note}), {est.text} text")
     print(f"prefill      {est.prefill / 1e12:8.3f} TFLOPs  {100 * est.prefill_ratio:6.2f}% of "
           f"uncompressed ({est.prefill_full / 1e12:.3f} TFLOPs)")
     print(f"paper total  {est.total / 1e12:8.3f} TFLOPs  {100 * est.total_ratio:6.2f}% of "
@@ -145,6 +147,31 @@ def _flops(cfg: FlopsConfig) -> int:
     print("convention: FastV, F(n) = 4nd^2 + 2n^2d + 2ndm per layer; prefill K F(n) + (L-K) "
           "F(n'); decode L R ((4d^2 + 2dm) + 2 (d n' + d (R+1)/2)) (METHODS.md section 8)")
     return 0
+
+
+def _kept_tokens(cfg: FlopsConfig, compressor: dict[str, Any],
+                 retention: float | None) -> tuple[int | None, str]:
+    """(visual tokens the method really hands on, a note saying how they were counted).
+
+    Asks the compressor itself (`expected_tokens`): PLLaVA's pooled grid falls short of M; a
+    threshold-mode method's count depends on the video, so the budget of `retention` stands in.
+    """
+    import compressors
+
+    params = {k: v for k, v in compressor.items() if k not in ("_target_", "name")}
+    if retention is not None:
+        params["retention"] = retention
+    built = compressors.build(compressor.get("name", cfg.compressor), **params)
+    side = math.isqrt(cfg.tokens_per_frame)
+    grid = (side, side) if side * side == cfg.tokens_per_frame else (1, cfg.tokens_per_frame)
+    kept = built.expected_tokens(cfg.frames, grid)
+    if kept is None:
+        return None, "; the video sets the count, the budget stands in"
+    budget = cfg.frames * cfg.tokens_per_frame if retention is None else compressors.budget(
+        retention, cfg.frames * cfg.tokens_per_frame)
+    if kept == budget:
+        return kept, ""
+    return kept, f" of a budget of {budget}: what {built.name} feeds"
 
 
 def flops(argv: list[str]) -> int:

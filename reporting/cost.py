@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from compressors import budget
 from scissorbench.flops import (
     PAPER_GENERATED,
     decode_flops,
@@ -56,16 +57,20 @@ class Estimate:
 
 def estimate(layers: int, hidden: int, ffn: int, retention: float | None, *, layer: int = 0,
              frames: int = DEFAULT_FRAMES, tokens_per_frame: int = TOKENS_PER_FRAME,
-             text: int = 0, generated: int = PAPER_GENERATED) -> Estimate:
-    """FLOPs with M = max(1, round(r N_v)) visual tokens kept (retention None: all kept).
+             text: int = 0, generated: int = PAPER_GENERATED,
+             kept: int | None = None) -> Estimate:
+    """FLOPs with `kept` visual tokens after compression: the count the method really hands on
+    (`compressors.Compressor.expected_tokens`, e.g. PLLaVA's pooled grid), by default the budget
+    M = max(1, round(r N_v)) (`compressors.budget`; retention None: all kept).
 
-    Layers < `layer` compute on all N_v + text tokens, the others on M + text; `text` = 0 is the
-    paper's convention (Table 5 counts visual tokens only).
+    Layers < `layer` compute on all N_v + text tokens, the others on kept + text; `text` = 0 is
+    the paper's convention (Table 5 counts visual tokens only).
     """
-    if retention is not None and not 0.0 < retention <= 1.0:
-        raise ValueError(f"retention must be in (0, 1], got {retention}")
     visual = frames * tokens_per_frame
-    kept = visual if retention is None else max(1, round(retention * visual))
+    if kept is None:
+        kept = visual if retention is None else budget(retention, visual)
+    if not 1 <= kept <= visual:
+        raise ValueError(f"kept tokens must be in [1, {visual}], got {kept}")
     n, n_kept = visual + text, kept + text
     prefill = prefill_flops(pruned_tokens_per_layer(layers, n, n_kept, layer), hidden, ffn)
     prefill_full = layers * layer_flops(n, hidden, ffn)

@@ -1,9 +1,7 @@
 """FLOPs in the FastV convention reproduce the paper's Table 5 (METHODS.md section 8)."""
 
-import csv
-from pathlib import Path
-
 import pytest
+from paper_reference import table5
 
 from scissorbench.flops import (
     decode_flops,
@@ -13,17 +11,8 @@ from scissorbench.flops import (
     pruned_tokens_per_layer,
 )
 
-REFERENCE = Path("/work/shared/reference/llava_scissor_arxiv2506.21862v1.csv")
 L, D, M_FFN, N_V = 28, 3584, 18944, 6272  # LLaVA-OV-7B (Qwen2.5-7B), 32 frames x 196 tokens
 FASTV_K = 3
-
-
-def _table5() -> dict[tuple[str, int, str], float]:
-    if not REFERENCE.exists():
-        pytest.skip(f"reference table not found: {REFERENCE}")
-    with REFERENCE.open() as f:
-        rows = [r for r in csv.DictReader(f) if r["table"] == "table5_flops"]
-    return {(r["method"], int(r["retention_pct"]), r["benchmark"]): float(r["score"]) for r in rows}
 
 
 def _tflops(retention_pct: int, k: int) -> float:
@@ -31,25 +20,26 @@ def _tflops(retention_pct: int, k: int) -> float:
     return paper_total(L, D, M_FFN, N_V, kept, k=k) / 1e12
 
 
-# (paper row, retention %, pruning layer K): the rows the convention must reproduce.
+# (method, retention %, pruning layer K): the rows of the paper's Table 5 (read by
+# tests/paper_reference.py) the convention must reproduce.
 CASES = [
-    ("LLaVA-OV-7B-enhanced (full)", 100, 0),
-    ("FastV", 50, FASTV_K),
-    ("FastV", 35, FASTV_K),
-    ("PLLaVA", 10, 0),  # any pre-LLM method at exactly 10% (VisionZip's row is the same)
-    ("VisionZip", 10, 0),
+    ("none", 100, 0),  # the full model
+    ("fastv", 50, FASTV_K),
+    ("fastv", 35, FASTV_K),
+    ("pllava", 10, 0),  # any pre-LLM method at exactly 10% (VisionZip's row is the same)
+    ("visionzip", 10, 0),
 ]
 
 
 @pytest.mark.parametrize(("method", "pct", "k"), CASES)
 def test_paper_table5_tflops_within_rounding(method, pct, k):
-    paper = _table5()[(method, pct, "FLOPs_TFLOPs")]
+    paper = table5()[(method, pct, "FLOPs_TFLOPs")]
     assert round(_tflops(pct, k), 1) == pytest.approx(paper, abs=1e-9)
 
 
 @pytest.mark.parametrize(("method", "pct", "k"), CASES[1:])
 def test_paper_table5_ratio_is_taken_from_rounded_tflops(method, pct, k):
-    table = _table5()
+    table = table5()
     paper_ratio = table[(method, pct, "FLOPs_ratio_pct")]
     full = round(_tflops(100, 0), 1)
     assert 100 * round(_tflops(pct, k), 1) / full == pytest.approx(paper_ratio, abs=0.05)

@@ -4,14 +4,20 @@ layouts, figures, the HTML report and the paper's records in results/reference."
 import base64
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.colors import is_color_like, to_hex
 from matplotlib.image import imread
+from paper_reference import paper_csv
 from reporting_fixtures import FAILED, SCORES, TASKS, n_records, write_sweep
 
+import compressors
 from reporting import align, load_records
 from reporting.benchmarks import BENCHMARKS, benchmark_of_paper_column
 from reporting.load import canonical_params
@@ -25,7 +31,7 @@ from reporting.plots import (
     plot_relative_average,
     save_figure,
 )
-from reporting.reference import DEFAULT_CSV, REFERENCE_DIR, convert
+from reporting.reference import REFERENCE_DIR, convert
 from reporting.report import build_report
 from reporting.tables import (
     average_table,
@@ -234,9 +240,27 @@ def test_figures_are_png_and_pdf_at_column_width(with_paper, tmp_path):
         assert box and float(box[1]) == pytest.approx(COLUMN_WIDTH * 72)
 
 
-def test_one_colour_per_method():
-    assert method_color("scc") == method_color("scc") != method_color("fastv")
-    assert method_color("SomeNewMethod") == method_color("SomeNewMethod")
+def test_one_colour_per_method(with_paper):
+    # every method of ours and of the paper has a colour of its own
+    methods = [*compressors.available(), "DyCoke"]
+    colours = [method_color(m) for m in methods]
+    assert all(is_color_like(c) for c in colours)
+    assert len(set(colours)) == len(methods), dict(zip(methods, colours, strict=True))
+    # a method without a fixed colour gets the same one in another session (no salted hash)
+    script = "from reporting.plots import method_color; print(method_color('SomeNewMethod'))"
+    others = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert others == {method_color("SomeNewMethod")}
+    # in a figure, ours (solid) and the paper's (dashed) lines of a method share its colour:
+    # MVBench has none, scc, fastv and pllava from both sources (visionzip's run failed)
+    _, aligned = with_paper
+    ax = plot_accuracy_vs_retention(aligned, "MVBench", MODEL, PAPER_MODEL).axes[0]
+    solid = {to_hex(line.get_color()) for line in ax.lines if line.get_linestyle() == "-"}
+    dashed = {to_hex(line.get_color()) for line in ax.lines if line.get_linestyle() == "--"}
+    assert len(solid) == len(dashed) == 4 and solid == dashed
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -258,10 +282,9 @@ def test_html_report_is_one_file_with_tables_and_inline_figures(runs, tmp_path):
 
 # --- the paper's records ------------------------------------------------------------------------
 
-def test_reference_files_equal_a_fresh_conversion():
-    if not DEFAULT_CSV.exists():
-        pytest.skip(f"paper CSV not found: {DEFAULT_CSV}")
-    fresh = {r["key"]: r for r in convert(DEFAULT_CSV)}
+def test_reference_files_equal_a_fresh_conversion(tmp_path):
+    # the paper's CSV (../shared/reference), else one rebuilt from the tracked records
+    fresh = {r["key"]: r for r in convert(paper_csv(tmp_path))}
     stored = {p.stem: json.loads(p.read_text()) for p in REFERENCE_DIR.glob("*.json")}
     assert stored.keys() == fresh.keys(), "run `scissorbench reference` to regenerate"
     for key, record in fresh.items():
