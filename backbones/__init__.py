@@ -23,8 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+from backbones.preprocess import PREPROCESS, check_preprocess
 
-__all__ = ["DTYPES", "Accounting", "Prefill", "Prepared", "VideoLLM", "fingerprint", "load"]
+__all__ = [
+    "DTYPES",
+    "PREPROCESS",
+    "Accounting",
+    "Prefill",
+    "Prepared",
+    "VideoLLM",
+    "fingerprint",
+    "load",
+]
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -36,6 +46,7 @@ def load(
     device: str = "cpu",
     attn_implementation: str = "sdpa",
     video_newline: bool = False,
+    preprocess: str | None = None,
 ) -> VideoLLM:
     """Load a LLaVA-OneVision checkpoint (hub id or local directory) as a `VideoLLM`.
 
@@ -46,15 +57,22 @@ def load(
     attn_implementation: passed to `from_pretrained` ("sdpa", "flash_attention_2", "eager").
     video_newline:       append the model's newline embedding after the video (transformers'
                          layout); False is the paper's flat layout.
-    Raises OSError naming `pretrained` when it is neither a directory nor loadable from the
-    hub (offline: not in the local cache).
+    preprocess:          how frames become pixel values: "llava_next" (LLaVA-NeXT's SigLIP
+                         processor, PIL bicubic: `backbones.preprocess`) or "hf" (the
+                         checkpoint's transformers processor). None: "llava_next" for a
+                         checkpoint converted from the LLaVA-NeXT layout, else "hf". The
+                         adapter's `preprocess` attribute says which ran.
+    Raises ValueError for a bad `dtype` or `preprocess` before anything loads, and OSError
+    naming `pretrained` when it is neither a directory nor loadable from the hub (offline: not
+    in the local cache).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    check_preprocess(preprocess)
     import torch
     from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
-    from backbones.llava_next import ensure_converted
+    from backbones.llava_next import ensure_converted, is_converted
     from backbones.llava_onevision import LlavaOnevisionAdapter
 
     path = ensure_converted(pretrained)
@@ -71,7 +89,11 @@ def load(
             f"cache?): {err}"
         ) from err
     model.to(device)
-    return LlavaOnevisionAdapter(model, processor, video_newline=video_newline)
+    if preprocess is None:
+        preprocess = "llava_next" if is_converted(path) else "hf"
+    return LlavaOnevisionAdapter(
+        model, processor, video_newline=video_newline, preprocess=preprocess
+    )
 
 
 def fingerprint(pretrained: str) -> str | None:

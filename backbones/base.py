@@ -38,6 +38,7 @@ class Accounting:
     peak_memory_bytes:  torch.cuda.max_memory_allocated on CUDA (since `prepare`), else the
                         process's maximum resident set size.
     generated_tokens:   new tokens decoded (0 for loglikelihood).
+    scored_tokens:      loglikelihood: continuation tokens whose log-probabilities were summed.
     """
 
     visual_tokens: int
@@ -47,6 +48,7 @@ class Accounting:
     timings: dict[str, float]
     peak_memory_bytes: int
     generated_tokens: int = 0
+    scored_tokens: int = 0
 
     @property
     def text_tokens(self) -> int:

@@ -36,7 +36,9 @@ in its fork github.com/HumanMLLM/LLaVA-Scissor; transformers 5.x `models/llava_o
   mean = std = 0.5 (`siglip_encoder.py` 36); `num_image_tokens = (384/14)^2 = 729`;
   `image_grid_pinpoints` / `image_aspect_ratio` from the config ("(1x1),...,(6x6)" strings
   expanded as `mm_utils.py` 225-234). Chat template: the `qwen_2` conversation
-  (`conversation.py` 443-452, 578-579; format 85-95) with its default system prompt.
+  (`conversation.py` 443-452, 578-579; format 85-95) with its default system prompt. The
+  processor's video preprocessing resizes with torchvision, not PIL, so `backbones.load` runs
+  a converted checkpoint (`is_converted`) with `backbones.preprocess` by default instead.
 
 Weight names (LLaVA-NeXT -> transformers, the prefixes of the installed transformers' model):
 `model.embed_tokens|layers|norm.*` -> language model, `lm_head.weight` -> `lm_head.weight`
@@ -67,7 +69,13 @@ from torch import Tensor
 
 from backbones.chat import CHAT_TEMPLATE
 
-__all__ = ["ConversionError", "convert", "ensure_converted", "is_llava_next_checkpoint"]
+__all__ = [
+    "ConversionError",
+    "convert",
+    "ensure_converted",
+    "is_converted",
+    "is_llava_next_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +130,12 @@ def is_llava_next_checkpoint(path: str | Path) -> bool:
         and "vision_config" not in data
         and "text_config" not in data
     )
+
+
+def is_converted(path: str | Path) -> bool:
+    """True for a directory `convert` wrote (it holds the conversion marker, written last):
+    a checkpoint that came from the LLaVA-NeXT layout."""
+    return (Path(path).expanduser() / _MARKER).is_file()
 
 
 def ensure_converted(pretrained: str, cache_dir: Path | None = None) -> str:

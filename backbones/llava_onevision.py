@@ -2,7 +2,8 @@
 
 The adapter reaches into the model in three places and nowhere else:
 
-1. **Visual features** (`prepare`): the processor's video preprocessing, then the model's own
+1. **Visual features** (`prepare`): the processor's video preprocessing (or, with
+   `preprocess="llava_next"`, LLaVA-NeXT's own: `backbones.preprocess`), then the model's own
    `get_video_features` (vision tower at `vision_feature_layer` with the configured select
    strategy -> projector -> 2x2 bilinear `apply_pooling`), whose trailing `image_newline` is set
    aside: features [T, N, D], N = ceil(h/2) * ceil(w/2) for an h x w patch grid (27x27 -> 14x14
@@ -15,7 +16,8 @@ The adapter reaches into the model in three places and nowhere else:
 3. **The decoder loop** (`prefill`, decode steps): our own loop over
    `model.model.language_model.layers`: embed -> rotary (cos, sin for every position) -> layers
    -> norm -> `lm_head`, with `attention_mask=None` (batch size 1: SDPA's `is_causal` covers the
-   prefill; a 1-token decode step attends to its whole cache) and a `DynamicCache`, whose layers
+   prefill; a 1-token decode step attends to its whole cache; under eager attention, which has
+   no `is_causal`, an explicit causal mask) and a `DynamicCache`, whose layers
    hold their own lengths. Pre-LLM methods run it unpruned. **FastV** (METHODS.md section 4): at
    layer K-1 the attention probabilities of the last prompt token to every visual token,
    averaged over heads, are recomputed from that layer's own `q_proj`/`k_proj` on its
@@ -50,6 +52,7 @@ of tokenizing context-tail + continuation together (as lm-eval), else the contin
 
 from __future__ import annotations
 
+import inspect
 import math
 import resource
 import sys
@@ -65,6 +68,7 @@ from torch import Tensor
 
 import compressors
 from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
 from compressors.fastv import keep_indices
 
 __all__ = ["SYSTEM_PROMPT", "LlavaOnevisionAdapter"]
@@ -79,13 +83,27 @@ class LlavaOnevisionAdapter(VideoLLM):
 
     video_newline: append the model's `image_newline` embedding after the video (transformers'
                    layout) instead of the flat layout of the paper.
+    preprocess:    "hf" (the processor's video preprocessing) or "llava_next" (LLaVA-NeXT's
+                   SigLIP processor, `backbones.preprocess.llava_next_pixels`, with the
+                   processor's size, mean and std).
     """
 
-    def __init__(self, model: Any, processor: Any, *, video_newline: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        video_newline: bool = False,
+        preprocess: str = "hf",
+    ) -> None:
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.video_newline = bool(video_newline)
+        self.preprocess = preprocess
+        self._pixel_settings = pixel_settings(processor) if preprocess == "llava_next" else None
         config = model.config
         vision = config.vision_config
         side = vision.image_size // vision.patch_size
@@ -104,6 +122,11 @@ class LlavaOnevisionAdapter(VideoLLM):
         if any(hasattr(layer.self_attn, "q_norm") for layer in self._lm.layers):
             raise NotImplementedError("backbones: q/k-normalised attention (Qwen3) not supported")
         self._stop_ids = self._stop_token_ids()
+        # The official loader shrinks the embeddings to len(tokenizer); converted checkpoints
+        # keep padded rows, whose ids no tokenizer has: logits are cut to the real vocabulary.
+        self.vocab_size = min(len(self.tokenizer), int(model.lm_head.out_features))
+        self._eager = getattr(self._lm.config, "_attn_implementation", "sdpa") == "eager"
+        self._cache_kwarg = _cache_kwarg(self._lm.layers[0])
 
     # ---------------------------------------------------------------- properties
     @property
@@ -218,14 +241,19 @@ class LlavaOnevisionAdapter(VideoLLM):
     def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
         """Features [T, N, D] of uint8 frames [T, H, W, 3] and, if asked, importance [T, N].
 
-        The processor's video preprocessing, then the model's own `get_video_features`
-        (tower -> projector -> 2x2 bilinear pooling); its trailing newline is set aside.
+        Pixel values as `self.preprocess` says (the processor's video preprocessing, or
+        LLaVA-NeXT's SigLIP steps), then the model's own `get_video_features` (tower ->
+        projector -> 2x2 bilinear pooling); its trailing newline is set aside.
         Importance (float32) is None unless asked for.
         """
         frames = _check_frames(frames)
         num_frames = frames.shape[0]
-        pixels = self.processor.video_processor(videos=[frames], return_tensors="pt")
-        pixels = pixels["pixel_values_videos"].to(self.device, self.dtype)  # [1, T, 3, S, S]
+        if self._pixel_settings is not None:
+            pixels = llava_next_pixels(frames, **self._pixel_settings)[None]
+        else:
+            pixels = self.processor.video_processor(videos=[frames], return_tensors="pt")
+            pixels = pixels["pixel_values_videos"]
+        pixels = pixels.to(self.device, self.dtype)  # [1, T, 3, S, S]
         with self._capture_vision_input(importance) as captured:
             out = self.model.model.get_video_features(pixel_values_videos=pixels, return_dict=True)
         pooled = out.pooler_output  # [1, T*N + 1, D]: frame tokens, then image_newline
@@ -328,20 +356,39 @@ class LlavaOnevisionAdapter(VideoLLM):
         return torch.cat(parts)[None], len(before)
 
     # ------------------------------------------------------------- decoder loop
-    def _layer(self, layer: Any, hidden: Tensor, rotary: tuple[Tensor, Tensor], cache: Any):
+    def _causal_mask(self, length: int) -> Tensor | None:
+        """The prefill's attention mask: None where the kernel is causal by itself (SDPA's
+        `is_causal`, FlashAttention), an additive [1, 1, S, S] causal mask under eager attention,
+        which otherwise lets every position attend to the whole sequence. A 1-token decode step
+        attends to its whole cache either way."""
+        if not self._eager or length == 1:
+            return None
+        blocked = torch.ones(length, length, dtype=torch.bool, device=self.device).triu(1)
+        mask = torch.zeros(length, length, dtype=self.dtype, device=self.device)
+        return mask.masked_fill(blocked, torch.finfo(self.dtype).min)[None, None]
+
+    def _layer(
+        self,
+        layer: Any,
+        hidden: Tensor,
+        rotary: tuple[Tensor, Tensor],
+        cache: Any,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         out = layer(
             hidden,
-            attention_mask=None,
+            attention_mask=mask,
             position_ids=None,  # rotary is applied through position_embeddings
-            past_key_values=cache,
             use_cache=cache is not None,
             position_embeddings=rotary,
+            **{self._cache_kwarg: cache},
         )
         return out[0] if isinstance(out, tuple) else out
 
     def _logits(self, hidden: Tensor) -> Tensor:
-        """[1, D] last hidden state -> [vocab] float32 logits."""
-        return self.model.lm_head(self._lm.norm(hidden)).float()[0]
+        """[1, D] last hidden state -> [vocab] float32 logits over the tokenizer's ids only
+        (padded embedding rows never win argmax nor enter a log-softmax)."""
+        return self.model.lm_head(self._lm.norm(hidden)).float()[0, : self.vocab_size]
 
     def last_token_attention(
         self, layer_index: int, hidden: Tensor, rotary: tuple[Tensor, Tensor]
@@ -386,6 +433,7 @@ class LlavaOnevisionAdapter(VideoLLM):
         n_v = prepared.visual_tokens
         hidden, lengths = embeds, []
         kept = attention = None
+        mask = self._causal_mask(length)
         for index, layer in enumerate(self._lm.layers):
             if index == prune_at:
                 keep = torch.cat(
@@ -396,12 +444,13 @@ class LlavaOnevisionAdapter(VideoLLM):
                     ]
                 )
                 hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
+                mask = self._causal_mask(hidden.shape[1])
             if prune_at is not None and index == prune_at - 1:
                 row = self.last_token_attention(index, hidden, (cos, sin))
                 attention = row[start : start + n_v]
                 kept = keep_indices(attention, plan["budget"])
             lengths.append(int(hidden.shape[1]))
-            hidden = self._layer(layer, hidden, (cos, sin), kv)
+            hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
         return Prefill(
             logits=self._logits(hidden[:, -1]),
             length=length,
@@ -482,7 +531,9 @@ class LlavaOnevisionAdapter(VideoLLM):
                 logits = self.step(token, position, pre.cache)
                 position += 1
         decode = _now(self.device) - started
-        return logprob, greedy, self._accounting(prepared, pre, prefill, decode, generated=0)
+        acc = self._accounting(prepared, pre, prefill, decode, generated=0)
+        acc.scored_tokens = len(target)
+        return logprob, greedy, acc
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -502,6 +553,13 @@ class LlavaOnevisionAdapter(VideoLLM):
 
 
 # ------------------------------------------------------------------------------ helpers
+def _cache_kwarg(layer: Any) -> str:
+    """The decoder layer's name for its KV cache: `cache` from transformers 5.24 on (where
+    `past_key_values` is deprecated for removal in 5.40), `past_key_values` before."""
+    names = inspect.signature(layer.forward).parameters
+    return "cache" if "cache" in names else "past_key_values"
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding (rotate-half form) of x [B, H, S, hd] with cos/sin [B, S, hd]."""
     cos, sin = cos[:, None], sin[:, None]

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -596,6 +597,16 @@ def test_so400m_geometry(tmp_path, monkeypatch, tower_config):
         16,
     )
     assert (vision["image_size"], vision["patch_size"], vision["hidden_size"]) == (384, 14, 1152)
-    assert (vision["image_size"] // vision["patch_size"]) ** 2 == 729
-    assert math.ceil(27 / 2) ** 2 == 196
+    # oracle: transformers' own SigLIP embeddings and LLaVA-OneVision pooling on this config
+    from transformers import SiglipVisionConfig
+    from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
+    from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings
+
+    config = SiglipVisionConfig(**{k: v for k, v in vision.items() if k != "model_type"})
+    with torch.device("meta"):
+        embeddings = SiglipVisionEmbeddings(config)
+    assert embeddings.num_patches == shapes["embeddings.position_embedding.weight"][0] == 729
+    holder = types.SimpleNamespace(config=types.SimpleNamespace(vision_config=config))
+    pooled = LlavaOnevisionModel.apply_pooling(holder, torch.zeros(2, 729, 1))
+    assert pooled.shape == (2, 196, 1)  # the paper's 196 tokens per frame
     assert ("snapshots" in source) == (tower_config == "hf_cache")

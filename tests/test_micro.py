@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import backbones
 import compressors
@@ -89,8 +90,23 @@ def test_loads_offline_through_the_hub_code_path(micro, monkeypatch):
     model = micro.model
     assert type(model).__name__ == "LlavaOnevisionForConditionalGeneration"
     assert micro.tokens_per_frame == 16 and micro.num_layers == 4
-    again = backbones.load(str(CHECKPOINT))  # offline, from the folder alone
-    assert torch.equal(again.model.lm_head.weight, model.lm_head.weight)
+    again = backbones.load(str(CHECKPOINT)).model.state_dict()  # offline, from the folder alone
+    # oracle: the tensors in the file, under transformers' LLaVA-OneVision key layout by hand
+    with safe_open(CHECKPOINT / "model.safetensors", "pt") as weights:
+        stored = {_loaded_name(k): weights.get_tensor(k) for k in weights.keys()}
+    assert stored.keys() == again.keys() and len(stored) > 50
+    for name, tensor in stored.items():
+        assert torch.equal(again[name], tensor), name
+
+
+def _loaded_name(stored: str) -> str:
+    """language_model.lm_head.* -> lm_head.*, language_model.model.* -> model.language_model.*,
+    anything else (vision tower, projector, image newline) -> model.*"""
+    if stored.startswith("language_model.lm_head."):
+        return stored.removeprefix("language_model.")
+    if stored.startswith("language_model.model."):
+        return "model.language_model." + stored.removeprefix("language_model.model.")
+    return "model." + stored
 
 
 def test_tokenizer_is_the_one_the_training_script_trains(micro):
