@@ -3,6 +3,9 @@
 Decoded frames and vision-tower features (after projector and pooling, plus the VisionZip
 importance) depend on the model, the video file and the frame count, not on the compressor or
 the retention: a sweep of N pre-LLM configurations pays the vision side once per video.
+A video file is keyed by its path, size and mtime (a hit skips decoding); frames that reach the
+model in memory or as image files (frame folders, PIL lists) by a digest of the sampled frames
+themselves (`content_key`), so different frames never share an entry.
 """
 
 from __future__ import annotations
@@ -13,12 +16,24 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
+CONTENT = "frames-sha256:"
+
+
+def content_key(frames: np.ndarray) -> str:
+    """The cache key of sampled frames [T, H, W, 3]: a digest of their shape, dtype and bytes."""
+    frames = np.ascontiguousarray(frames)
+    digest = hashlib.sha256(f"{frames.shape}|{frames.dtype}|".encode())
+    digest.update(frames.data)
+    return CONTENT + digest.hexdigest()
+
 
 class FeatureCache:
-    """`<root>/<key>.pt` per (model, video file, frames); a changed file gets a new key."""
+    """`<root>/<key>.pt` per (model, video file or `content_key`, frames); a changed file gets a
+    new key."""
 
     def __init__(self, root: str | os.PathLike[str], model_id: str, frames: int) -> None:
         self.root = Path(root)
@@ -26,9 +41,17 @@ class FeatureCache:
         self.frames = frames
 
     def path(self, video: str) -> Path:
-        stat = os.stat(video)
-        identity = [self.model_id, self.frames, os.path.realpath(video), stat.st_size,
-                    stat.st_mtime_ns]
+        if video.startswith(CONTENT):
+            identity: list = [self.model_id, self.frames, video]
+        else:
+            stat = os.stat(video)
+            identity = [
+                self.model_id,
+                self.frames,
+                os.path.realpath(video),
+                stat.st_size,
+                stat.st_mtime_ns,
+            ]
         digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
         return self.root / f"{digest}.pt"
 

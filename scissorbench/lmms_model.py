@@ -6,9 +6,12 @@
         --tasks synthetic_video_qa --include_path "$TASKS" --output_path results/x --log_samples
 
 Model arguments: `pretrained`, `compressor` (a registry name, default "none"), `retention`,
-`max_frames_num` (32), `dtype` ("float32", "bfloat16", "float16" or "auto"),
+`max_frames_num` (32), `dtype` ("float32", "bfloat16", "float16" or "auto"; default float16
+on CUDA, as lmms-eval's `llava_onevision` and the LLaVA-NeXT builder run, float32 on CPU),
 `attn_implementation` ("sdpa"), `device` (default:
-cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False),
+cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False), `preprocess`
+("llava_next": LLaVA-NeXT's SigLIP processor, PIL bicubic, as the official code; "hf":
+transformers' processor; default by the checkpoint's layout, `backbones.load`),
 `records_path` (a JSONL of per-request records, appended to; with several processes each rank
 writes `<stem>.rank<r><suffix>`), `feature_cache` (a folder: vision features per video, shared
 by every configuration of a sweep; `scissorbench.feature_cache`), and any hyper-parameter of
@@ -16,21 +19,32 @@ the compressor (`tau=0.9`, `layer=3`, `merge=true`, ...). "true"/"false"/"none"/
 parsed. The compressor is built (and its parameters validated) before the model loads, so a
 typo fails at once with a ValueError.
 
-Per request the model samples `max_frames_num` frames (`scissorbench.video.sample_frames`, the
-llava_onevision rule), runs the backbone's vision tower and the compressor, then the LLM. Each
+Per request the model samples `max_frames_num` frames (the llava_onevision rule,
+`np.linspace(0, n - 1, max_frames_num)` over all n frames) from whatever the task's
+`doc_to_visual` gives: a video path, a frame folder, frame image paths or a list of PIL images
+(`scissorbench.video.parse_visual`), runs the backbone's vision tower and the compressor, then
+the LLM. Each
 request adds a record to `self.records` (and to `records_path`): doc id, task, visual tokens
 N_v, tokens fed, tokens per decoder layer, achieved retention, prefill FLOPs and their ratio to
 the uncompressed model (`scissorbench.flops`, FastV convention over the real sequence, text
 included; `prefill_flops_ratio_visual` counts visual tokens only, the paper's Table 5
 convention), timings (video_decode, vision, compress, prefill, decode), peak memory and error.
-A video that cannot be read gives that request an error record (its reason), an empty answer
-(generate_until) or an infinite loss (loglikelihood); the run goes on.
+A video that cannot be read (or a visual form it does not read, e.g. a dict) gives that
+request an error record (its reason), an empty answer (generate_until) or an infinite loss
+(loglikelihood); the run goes on.
+
+Protocol of lmms-eval 0.7.3's `llava_onevision`, followed here: `max_new_tokens` 1024 when a
+task gives none, the task's `until` ignored (decoding ends at `<|im_end|>`; `honour_until=true`
+applies it, as lmms-eval's generation contract asks of models); loglikelihood
+scores the continuation as the assistant's message plus the end of turn `<|im_end|>\\n`, and
+the loss is the mean over those tokens.
 
 lmms-eval 0.7.3 details this relies on (read from its code):
 - requests carry (context, gen_kwargs or continuation, doc_to_visual, doc_id, task, split);
-  the doc is `self.task_dict[task][split][doc_id]`; video tasks give a list of file paths.
+  the doc is `self.task_dict[task][split][doc_id]`; the video tasks scissorbench supports
+  give `[video_path]` (the request metadata carries the task's `metadata:` keys).
 - multiple-choice scoring takes the argmin over choices: loglikelihood returns a loss
-  (-sum of log-probabilities of the continuation) and is_greedy.
+  (the mean negative log-probability of the scored tokens) and is_greedy.
 - the evaluator passes every model output through `unwrap_generation_output`, which turns a
   plain (loss, is_greedy) tuple into its str() (and multiple_choice scoring then fails);
   wrapping the pair in a GenerationResult keeps it a pair (and carries the token counts). The
@@ -62,15 +76,23 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 import compressors
-from scissorbench.feature_cache import FeatureCache
+from backbones.preprocess import check_preprocess
+from scissorbench.environment import warn_drift
+from scissorbench.feature_cache import FeatureCache, content_key
 from scissorbench.flops import prefill_flops
-from scissorbench.video import VideoError, sample_frames
+from scissorbench.video import VideoError, Visual, parse_visual, sample_visual
 
 __all__ = ["Choice", "ScissorBench", "VisualTokenCounts", "manifest", "parse_value"]
 
 log = logging.getLogger("scissorbench")
 
 _DTYPES = ("float32", "float16", "bfloat16", "auto")
+# lmms-eval 0.7.3 llava_onevision: max_new_tokens when a task gives none; the end of an
+# assistant turn in the qwen_2 conversation (LLaVA-NeXT `conv_qwen`, CHATML: sep + "\n"),
+# which its loglikelihood scores after the continuation; lmms-eval's default `until`.
+_DEFAULT_MAX_NEW_TOKENS = 1024
+_END_OF_TURN = "<|im_end|>\n"
+_DEFAULT_UNTIL = "\n\n"
 
 
 def manifest():
@@ -101,8 +123,9 @@ def parse_value(value: Any) -> Any:
 
 
 class Choice(NamedTuple):
-    """A loglikelihood answer: loss = -sum log p(continuation), and whether greedy decoding
-    would produce the continuation."""
+    """A loglikelihood answer: loss = mean -log p over the continuation and the end of the
+    assistant turn (as lmms-eval's llava_onevision), and whether greedy decoding would produce
+    them."""
 
     loss: float
     is_greedy: bool
@@ -178,10 +201,12 @@ class ScissorBench(lmms):
         compressor: str = "none",
         retention: float | str | None = None,
         max_frames_num: int | str = 32,
-        dtype: str = "float32",
+        dtype: str | None = None,
         attn_implementation: str = "sdpa",
         device: str | None = None,
         video_newline: bool | str = False,
+        preprocess: str | None = None,
+        honour_until: bool | str = False,
         records_path: str | None = None,
         feature_cache: str | None = None,
         batch_size: int | str | None = 1,
@@ -204,11 +229,15 @@ class ScissorBench(lmms):
         self.compressor_name = name
         self.retention = self.compressor.params.get("retention")
         self.max_frames_num = _check_int("max_frames_num", parse_value(max_frames_num), 1)
-        if dtype not in _DTYPES:
+        dtype = parse_value(dtype)
+        if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
-        video_newline = parse_value(video_newline)
-        if video_newline not in (True, False):
-            raise ValueError(f"video_newline must be true or false, got {video_newline!r}")
+        preprocess = check_preprocess(parse_value(preprocess))
+        video_newline, honour_until = parse_value(video_newline), parse_value(honour_until)
+        for flag, value in (("video_newline", video_newline), ("honour_until", honour_until)):
+            if value not in (True, False):
+                raise ValueError(f"{flag} must be true or false, got {value!r}")
+        self.honour_until = honour_until
         batch_size = parse_value(batch_size) if batch_size is not None else 1
         if batch_size != 1:
             raise ValueError(
@@ -221,6 +250,10 @@ class ScissorBench(lmms):
         self._device = _resolve_device(parse_value(device), world, local_rank)
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
+        # lmms-eval's llava_onevision and the LLaVA-NeXT builder run the model in float16
+        # (`.half()`) on CUDA; CPUs have no fast float16, so float32 there.
+        self.dtype = dtype or ("float16" if self._device.type == "cuda" else "float32")
+        warn_drift()
         if (
             world > 1
             and torch.distributed.is_available()
@@ -241,16 +274,18 @@ class ScissorBench(lmms):
         self.pretrained = pretrained
         self.llm = backbones.load(
             pretrained,
-            dtype=dtype,
+            dtype=self.dtype,
             device=str(self._device),
             attn_implementation=attn_implementation,
             video_newline=video_newline,
+            preprocess=preprocess,
         )
         self._check_in_llm_layer()
         self.features = (
             FeatureCache(
                 feature_cache,
-                f"{pretrained}|{backbones.fingerprint(pretrained)}|{dtype}",
+                f"{pretrained}|{backbones.fingerprint(pretrained)}|{self.dtype}|"
+                f"{self.llm.preprocess}",
                 self.max_frames_num,
             )
             if feature_cache
@@ -299,21 +334,35 @@ class ScissorBench(lmms):
     def _doc(self, task: str, split: str, doc_id: int) -> dict:
         return self.task_dict[task][split][doc_id]
 
-    def _video_path(self, visual: Any) -> str:
-        """The one video path of a request (VideoError when there is none)."""
-        items = visual if isinstance(visual, (list, tuple)) else [visual]
-        items = [v for v in items if v is not None]
-        if not items:
-            raise VideoError("<none>", "the task gave no video for this document")
-        if not all(isinstance(v, (str, os.PathLike)) for v in items):
-            kinds = sorted({type(v).__name__ for v in items})
-            raise VideoError("<in memory>", f"expected a video file path, got {kinds}")
-        if len(items) > 1:
-            self._warn_once("multi", f"{len(items)} videos per document; using the first")
-        return os.fspath(items[0])
+    def _visual(self, doc_to_visual, doc: dict) -> Visual:
+        """The document's visual, resolved (`scissorbench.video.parse_visual`): VideoError when
+        there is none, it is a form scissorbench does not read, or the task's own
+        `doc_to_visual` fails on the file system (nextqa's FileNotFoundError, a frame folder
+        that PIL cannot read)."""
+        try:
+            visual = doc_to_visual(doc)
+        except OSError as err:  # PIL's UnidentifiedImageError is an OSError too
+            name = getattr(err, "filename", None) or "<doc_to_visual>"
+            raise VideoError(str(name), f"the task's doc_to_visual failed: {err}") from err
+        resolved = parse_visual(visual)
+        if resolved.ignored:
+            self._warn_once("multi", f"{resolved.ignored + 1} videos per document; using the first")
+        return resolved
+
+    def _cached_features(self, key: str, importance: bool):
+        """The feature cache's entry for `key`, or None (a missing video file is a miss: the
+        decoder then names the problem)."""
+        try:
+            return self.features.load(key, need_importance=importance)
+        except OSError:
+            return None
 
     def _prepare(self, doc_to_visual, task: str, split: str, doc_id: int):
-        """(prepared, decode seconds, path, reused) for a document; cached for the last doc."""
+        """(prepared, decode seconds, source, reused) for a document; cached for the last doc.
+
+        source: the video path, the frame folder or a description of in-memory frames. The
+        feature cache keys a video file by its path (a hit skips decoding) and any other form
+        by a digest of the sampled frames (`feature_cache.content_key`)."""
         key = (task, split, doc_id)
         if key == self._prepared_key:
             if isinstance(self._prepared, VideoError):  # the other choices of a failed video
@@ -322,13 +371,18 @@ class ScissorBench(lmms):
         self._prepared_key = None
         started = time.perf_counter()
         compressor = None if self.compressor_name == "none" else self.compressor
-        cached = None
+        wants = compressor is not None and "importance" in compressor.signals
+        cached = frames = None
         try:
-            path = self._video_path(doc_to_visual(self._doc(task, split, doc_id)))
-            if self.features is not None:
-                wants = compressor is not None and "importance" in compressor.signals
-                cached = self.features.load(path, need_importance=wants)
-            frames = None if cached is not None else sample_frames(path, self.max_frames_num)
+            visual = self._visual(doc_to_visual, self._doc(task, split, doc_id))
+            cache_key = visual.video
+            if self.features is not None and cache_key is not None:
+                cached = self._cached_features(cache_key, wants)
+            if cached is None:
+                frames = sample_visual(visual, self.max_frames_num)
+                if self.features is not None and cache_key is None:
+                    cache_key = content_key(frames)
+                    cached = self._cached_features(cache_key, wants)
         except VideoError as err:
             self._prepared_key, self._prepared, self._prepared_path = key, err, err.path
             raise
@@ -336,14 +390,14 @@ class ScissorBench(lmms):
         if self.features is not None and cached is None:  # encode once, for every config
             started = time.perf_counter()
             cached = self.llm.encode(frames, importance=True)
-            self.features.save(path, *cached)
+            self.features.save(cache_key, *cached)
             vision = time.perf_counter() - started
         else:
             vision = 0.0
         prepared = self.llm.prepare(frames, compressor, self.retention, encoded=cached)
         prepared.timings["vision"] += vision
-        self._prepared_key, self._prepared, self._prepared_path = key, prepared, path
-        return prepared, decode, path, False
+        self._prepared_key, self._prepared, self._prepared_path = key, prepared, visual.label
+        return prepared, decode, visual.label, False
 
     # ----------------------------------------------------------------- records
     def _full_prefill(self, text_tokens: int, visual_tokens: int) -> int:
@@ -363,6 +417,9 @@ class ScissorBench(lmms):
             "params": dict(self.compressor.params),
             "target_retention": self.retention,
             "max_frames_num": self.max_frames_num,
+            "preprocess": self.llm.preprocess,
+            "dtype": self.dtype,
+            "honour_until": self.honour_until,
             "error": error,
         }
         if acc is not None:
@@ -417,13 +474,25 @@ class ScissorBench(lmms):
 
     # ------------------------------------------------------------- lmms-eval API
     def _gen_settings(self, gen_kwargs: dict) -> tuple[int, list[str]]:
+        """(max_new_tokens, until) from a task's generation kwargs, read as lmms-eval 0.7.3's
+        `llava_onevision` reads them: `max_new_tokens` is 1024 when the task gives none, and
+        `until` is dropped (llava_onevision pops it: neither lmms-eval's default ["\\n\\n"]
+        nor a task's own stop strings apply), so decoding stops at the end of the assistant
+        turn (`<|im_end|>`), at EOS, or after `max_new_tokens`. With `honour_until=true` the
+        task's `until` strings also stop decoding and are cut off the answer (lmms-eval's
+        generation contract, which most of its other models follow). Decoding is greedy (the
+        video tasks set do_sample false)."""
         gen_kwargs = dict(gen_kwargs or {})
         until = gen_kwargs.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
-        max_new = int(gen_kwargs.pop("max_new_tokens", 32) or 32)
+        if until and not self.honour_until and until != [_DEFAULT_UNTIL]:
+            self._warn_once("until", f"until={until!r} ignored, as lmms-eval's llava_onevision "
+                                     "ignores it (honour_until=true applies it)")
+        max_new = gen_kwargs.pop("max_new_tokens", None)
+        max_new = _DEFAULT_MAX_NEW_TOKENS if max_new is None else int(max_new)
         if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature", 0) or 0) > 0:
             self._warn_once("sample", "scissorbench decodes greedily; sampling settings ignored")
-        return max_new, until
+        return max_new, (until if self.honour_until else [])
 
     def _forget_prepared(self) -> None:
         """Drop the cached video: a new batch of requests may come from another dataset copy
@@ -447,6 +516,7 @@ class ScissorBench(lmms):
                 results.append(GenerationResult("", None))
                 continue
             text, acc = self.llm.generate(prepared, context, max_new_tokens=max_new, until=until)
+            text = text.strip()  # as llava_onevision hands answers to the task's scorer
             base.update(
                 video=path,
                 timings={"video_decode": decode},
@@ -458,8 +528,12 @@ class ScissorBench(lmms):
         return results
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
-        """(loss, is_greedy) per request, loss = -sum log p(continuation | video, context),
-        wrapped in GenerationResult (see the module docstring)."""
+        """(loss, is_greedy) per request, wrapped in GenerationResult (module docstring).
+
+        As lmms-eval's `llava_onevision` scores a choice: the continuation is the assistant's
+        message, closed by the qwen_2 end of turn (`<|im_end|>\\n`), and the loss is the mean
+        negative log-probability over those tokens (the model's cross-entropy loss with the
+        context masked). is_greedy: every one of them is the argmax."""
         self._forget_prepared()
         results: list[GenerationResult] = []
         for request in requests:
@@ -482,14 +556,18 @@ class ScissorBench(lmms):
                 self._record({**base, "video": err.path}, error=err.reason)
                 results.append(GenerationResult(_FAILED, None))
                 continue
-            logprob, is_greedy, acc = self.llm.loglikelihood(prepared, context, continuation)
-            loss = -float(logprob)
+            scored = continuation + _END_OF_TURN
+            logprob, is_greedy, acc = self.llm.loglikelihood(prepared, context, scored)
+            tokens = acc.scored_tokens
+            loss = -float(logprob) / tokens
             base.update(
                 video=path,
                 timings={"video_decode": decode},
                 compression=_info(prepared),
                 prepared_reused=reused,
                 output=loss,
+                logprob_sum=float(logprob),
+                scored_tokens=tokens,
             )
             self._record(base, acc)
             results.append(GenerationResult(Choice(loss, bool(is_greedy)), self._token_counts(acc)))

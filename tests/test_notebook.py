@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-import pytest
+import nbclient
+import nbformat
 from reporting_fixtures import write_sweep
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_baselines.ipynb"
@@ -17,8 +18,6 @@ def test_notebook_is_stored_without_outputs():
 
 
 def test_notebook_executes_on_fixture_results(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     runs = write_sweep(tmp_path / "runs")
     monkeypatch.setenv("SCISSORBENCH_RESULTS_DIR", str(runs))
     nb = nbformat.read(NOTEBOOK, as_version=4)
