@@ -104,10 +104,12 @@ def _model(cfg: DictConfig, first: Run, samples_path: Path):
         compressor=settings["compressor"]["name"],
         retention=settings["retention"],
         max_frames_num=model.get("max_frames_num", 32),
-        dtype=model.get("dtype", "float32"),
+        dtype=model.get("dtype"),
         attn_implementation=model.get("attn_implementation", "sdpa"),
         device=model.get("device"),
         video_newline=model.get("video_newline", False),
+        preprocess=model.get("preprocess"),
+        honour_until=model.get("honour_until", False),
         records_path=str(samples_path),
         feature_cache=str(Path(cfg.results_dir) / ".features") if cfg.feature_cache else None,
         **settings["compressor"]["params"],
@@ -249,4 +251,11 @@ def _record(run: Run, results: dict | None, samples: list[dict], error: str | No
             for name in timing_names
         },
         "peak_memory_bytes": max(peaks) if peaks else None,
+        "resolved": {name: _only(ok, name) for name in ("dtype", "preprocess")},
     }
+
+
+def _only(rows: list[dict[str, Any]], field: str) -> Any:
+    """The one value of `field` over the samples (what a default resolved to), None if none."""
+    values = {row[field] for row in rows if row.get(field) is not None}
+    return values.pop() if len(values) == 1 else (sorted(values) or None)

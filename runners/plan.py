@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import compressors
-from backbones import fingerprint
+from backbones import DTYPES, PREPROCESS, fingerprint
 from runners.store import run_key
 
 _MODEL_KEYS = ("name", "pretrained")
@@ -57,6 +57,17 @@ def _compressor(cfg: DictConfig) -> tuple[str, dict[str, Any], float | None]:
     return name, params, retention
 
 
+def _check_model(model: dict[str, Any]) -> None:
+    """The model options that would otherwise fail only when the job's model loads."""
+    dtype = model.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {DTYPES} (or null: float16 on CUDA, "
+                          f"float32 on CPU), got {dtype!r}")
+    if model.get("preprocess") is not None and model["preprocess"] not in PREPROCESS:
+        raise ConfigError(f"model.preprocess must be one of {PREPROCESS} (or null: by the "
+                          f"checkpoint's layout), got {model['preprocess']!r}")
+
+
 def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
     """Validate `cfg` and list its runs, one per task of `task.names`."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
@@ -64,6 +75,7 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
     missing = [k for k in _MODEL_KEYS if not model.get(k)]
     if missing:
         raise ConfigError(f"model config lacks {missing}; see configs/model/*.yaml")
+    _check_model(model)
     for name, minimum in (("limit", 1), ("processes", 1), ("gpus_per_job", 1)):
         value = cfg.get(name)
         if value is not None and value < minimum:

@@ -59,7 +59,7 @@ def demo(argv: list[str]) -> int:
     parser = _subparser("demo", demo)
     parser.add_argument("--model", default="micro", help="a model config (configs/model)")
     parser.add_argument("--compressors", type=_names, default=None,
-                        help="comma-separated registry names (default: every compressor)")
+                        help="comma-separated registry names (default: every budgeted compressor)")
     parser.add_argument("--retentions", type=_retentions, default=DEFAULT_RETENTIONS,
                         help="comma-separated retention ratios in (0, 1]")
     parser.add_argument("--limit", type=_positive_int, default=None,

@@ -94,7 +94,7 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
 
     output = Path(output)
     known = compressors.available()
-    methods = list(known if methods is None else methods)
+    methods = list(["none", *compressors.budgeted()] if methods is None else methods)
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ConfigError(f"unknown compressor(s) {unknown}; choose from {known}")

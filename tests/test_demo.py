@@ -57,12 +57,14 @@ def test_demo_rejects_an_unknown_compressor_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_default_sweep_is_every_compressor_at_every_retention(tmp_path):
+def test_default_sweep_is_every_budgeted_compressor_at_every_retention(tmp_path):
     import compressors
 
-    jobs = demo_jobs("micro", compressors.available(), DEFAULT_RETENTIONS, tmp_path, None)
+    methods = ["none", *compressors.budgeted()]
+    jobs = demo_jobs("micro", methods, DEFAULT_RETENTIONS, tmp_path, None)
     assert DEFAULT_RETENTIONS == [1.0, 0.5, 0.35, 0.1, 0.05]
-    assert len(jobs) == 1 + (len(compressors.available()) - 1) * 5  # `none` once
+    assert len(jobs) == 1 + len(compressors.budgeted()) * 5  # `none` once
+    assert "scc_official" not in methods  # threshold only: no retention to sweep
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path):

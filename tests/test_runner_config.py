@@ -45,7 +45,7 @@ def test_every_model_config_plans(path):
 def test_paper_table2_preset_matches_the_paper_grid():
     jobs = sweep_overrides(["+experiment=paper_table2"])
     pairs = {(j[1], j[2]) for j in jobs}
-    assert ("compressor=scc", "retention=0.35") in pairs and len(pairs) == 15
+    assert ("compressor=scc_paper", "retention=0.35") in pairs and len(pairs) == 15
     cfg = _compose("+experiment=paper_table2", "compressor=fastv", "retention=0.35")
     assert cfg.model.name == "llava_scissor_baseline_7b" and cfg.compressor.layer == 3
     assert list(cfg.task.names) == ["egoschema", "mlvu_dev", "videomme", "video_mmmu"]
@@ -102,3 +102,27 @@ def test_gpus_are_pinned_round_robin(monkeypatch):
         import os
 
         assert os.environ["CUDA_VISIBLE_DEVICES"] == expected
+
+
+@pytest.mark.parametrize("path", _stems("experiment"), ids=lambda p: p.stem)
+def test_paper_presets_run_as_the_official_evaluation(path):
+    """float16 end to end, LLaVA-NeXT's preprocessing, SCC thresholds in the features' dtype."""
+    for job in sweep_overrides([f"+experiment={path.stem}"]):
+        cfg = _compose(f"+experiment={path.stem}", *job[1:])
+        assert cfg.model.dtype == "float16" and cfg.model.preprocess == "llava_next", job
+        if cfg.compressor.name == "scc":
+            assert cfg.compressor.similarity_dtype == "input", job
+            (run,) = plan(cfg, VERSIONS)[:1]
+            assert run.settings["compressor"]["params"]["similarity_dtype"] == "input"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dtype=float64", "model.dtype must be one of"),
+        ("model.preprocess=pil", "model.preprocess must be one of"),
+    ],
+)
+def test_model_options_fail_before_any_model_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(_compose(override), VERSIONS)
