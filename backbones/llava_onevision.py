@@ -323,7 +323,7 @@ class LlavaOnevisionAdapter(VideoLLM):
     # -------------------------------------------------------------------- prompt
     def split_prompt(self, prompt: str) -> tuple[str, str]:
         """Text before and after the video: the qwen_2 conversation (module docstring).
-        Training (`scissorbench.train_micro`) builds its sequences with it too."""
+        Training (`synthetic.train`) builds its sequences with it too."""
         placeholders = [self.processor.video_token, self.processor.image_token]
         present = [p for p in placeholders if p in prompt]
         if present:

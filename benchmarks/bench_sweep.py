@@ -16,8 +16,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import runners.schema  # noqa: F401
+from records.store import ResultsStore
 from runners.evaluate import run
-from runners.store import ResultsStore
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

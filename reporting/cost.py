@@ -1,4 +1,4 @@
-"""Analytic FLOPs of a model x compressor x retention (scissorbench.flops, METHODS.md section 8).
+"""Analytic FLOPs of a model x compressor x retention (harness.flops, METHODS.md section 8).
 
 `estimate` is the calculator behind `scissorbench flops`; `analytic_flops` applies it to rows of
 records (for the paper's points, which carry no measured FLOPs, and for Table 5).
@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from compressors import budget
-from scissorbench.flops import (
+from harness.flops import (
     PAPER_GENERATED,
     decode_flops,
     layer_flops,

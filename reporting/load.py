@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from runners.store import ResultsStore
+from records.store import ResultsStore
 
 __all__ = ["COLUMNS", "canonical_params", "load_records", "records_frame"]
 
@@ -44,7 +44,7 @@ def canonical_params(params: Mapping[str, Any] | None) -> str:
 def load_records(*dirs: str | os.PathLike[str]) -> pd.DataFrame:
     """Every record in the given results folders (`<dir>/<key>.json`) as a tidy frame.
 
-    Files that are not complete schema-1 records are skipped (as `runners.store` does); a folder
+    Files that are not complete schema-1 records are skipped (as `records.store` does); a folder
     that does not exist is an error, so a mistyped path does not pass as "no results".
     """
     records: list[tuple[dict[str, Any], Path]] = []

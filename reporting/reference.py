@@ -14,7 +14,7 @@ describes paper rows:
 - `metrics`: the paper's column names, `{"value": score, "stderr": null}`.
 - `versions`: the code versions are unknown (null); `paper` and `table` name the source, so the
   same method and retention in two tables are two records.
-- the key is `runners.store.run_key(settings, versions)`, as for our runs.
+- the key is `records.store.run_key(settings, versions)`, as for our runs.
 
 `write_reference` writes them (and removes stale records); `scissorbench reference` runs it.
 """
@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from runners.store import SCHEMA_VERSION, ResultsStore, run_key
+from records.store import SCHEMA_VERSION, ResultsStore, run_key
 
 __all__ = [
     "DEFAULT_CSV",

@@ -12,9 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import runners.schema  # noqa: F401  registers the structured config `run_schema`
+from records.store import code_versions
 from runners.evaluate import run
 from runners.plan import ConfigError, plan
-from runners.store import code_versions
 
 log = logging.getLogger("scissorbench.run")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -22,8 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from records.store import ResultsStore, code_versions, run_key
 from runners.plan import Run, plan
-from runners.store import ResultsStore, code_versions, run_key
 
 log = logging.getLogger("scissorbench.run")
 
@@ -54,7 +54,7 @@ def _prepare_assets(cfg: DictConfig, runs: list[Run]) -> None:
         log.info("writing the tiny checkpoint to %s", model.pretrained)
         write_tiny_checkpoint(model.pretrained)
     if any(r.include_path == "scissorbench" for r in runs):
-        from scissorbench.synthetic import (
+        from synthetic.task import (
             SPLIT_SEEDS,
             TEST_ITEMS,
             build_dataset,
@@ -88,14 +88,14 @@ def _task_manager(include_path: str | None):
     from lmms_eval.tasks import TaskManager
 
     if include_path == "scissorbench":
-        import scissorbench
+        from harness import tasks_dir
 
-        include_path = scissorbench.tasks_dir()
+        include_path = tasks_dir()
     return TaskManager(include_path=include_path) if include_path else TaskManager()
 
 
 def _model(cfg: DictConfig, first: Run, samples_path: Path):
-    from scissorbench.lmms_model import ScissorBench
+    from harness.lmms_model import ScissorBench
 
     settings = first.settings
     model = settings["model"]

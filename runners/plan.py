@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import compressors
 from backbones import DTYPES, PREPROCESS, fingerprint
-from runners.store import run_key
+from records.store import run_key
 
 _MODEL_KEYS = ("name", "pretrained")
 

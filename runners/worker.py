@@ -6,9 +6,9 @@ import sys
 
 from omegaconf import OmegaConf
 
+from records.store import ResultsStore, code_versions
 from runners.evaluate import execute
 from runners.plan import plan
-from runners.store import ResultsStore, code_versions
 
 
 def main(path: str) -> None:

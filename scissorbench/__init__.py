@@ -1,19 +1,12 @@
-"""scissorbench: evaluation harness for visual-token compression in video LLMs."""
+"""scissorbench, the application: the `scissorbench` CLI, the demo sweep and the pictures.
+
+The floors below it, each importing only from those under it (checked by import-linter in the
+test suite): `runners` and `reporting`, `records` and `synthetic`, `harness`, `backbones`,
+`compressors`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from harness import tasks_dir
 
 __all__ = ["tasks_dir"]
-
-
-def tasks_dir() -> str:
-    """The folder of scissorbench's lmms-eval tasks, for `--include_path` or
-    `TaskManager(include_path=...)` (a source checkout or editable install)."""
-    path = Path(__file__).resolve().parents[1] / "tasks"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"scissorbench's tasks folder {path} is missing; install scissorbench from a source "
-            "checkout (pip install -e .)"
-        )
-    return str(path)

@@ -113,8 +113,8 @@ def pictures(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
 
+    from harness.video import VideoError
     from scissorbench.pictures import draw_pictures
-    from scissorbench.video import VideoError
 
     try:
         paths = draw_pictures(args.output, retention=args.retention, num_frames=args.frames)
@@ -144,7 +144,7 @@ def synth_data(argv: list[str]) -> int:
     parser.add_argument("--split", default="test", help="split name (the task reads 'test')")
     args = parser.parse_args(argv)
 
-    from scissorbench.synthetic import (
+    from synthetic.task import (
         SPLIT_SEEDS,
         TEST_ITEMS,
         TRAIN_ITEMS,
@@ -213,7 +213,7 @@ def tiny_model(argv: list[str]) -> int:
 
 def train_micro(argv: list[str]) -> int:
     """Train the micro video-LLM on synthetic_video_qa (about 15 minutes on 2 CPU cores)."""
-    from scissorbench.train_micro import TrainConfig
+    from synthetic.train import TrainConfig
 
     defaults = TrainConfig()
     parser = _subparser("train-micro", train_micro)
@@ -230,7 +230,7 @@ def train_micro(argv: list[str]) -> int:
 
     from dataclasses import replace
 
-    from scissorbench.train_micro import train
+    from synthetic.train import train
 
     cfg = replace(defaults, seed=args.seed, steps=args.steps, train_items=args.train_items)
     try:

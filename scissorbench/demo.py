@@ -65,9 +65,9 @@ def _compose(jobs: list[list[str]]) -> list[tuple[Any, Any]]:
     from hydra.errors import HydraException
 
     import runners.schema  # noqa: F401  registers the structured config `run_schema`
+    from records.store import code_versions
     from runners.cli import CONFIGS
     from runners.plan import ConfigError, plan
-    from runners.store import code_versions
 
     versions = code_versions()
     planned = []
@@ -131,7 +131,7 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
 def type_accuracy(samples: list[dict]) -> dict[str, float]:
     """Accuracy (%) per question type and in all of a run's per-sample outputs, scored as the
     task scores them (`is_right`) against the test split's answers."""
-    from scissorbench.synthetic import accuracy_by_type, dataset_dir, is_right, read_split
+    from synthetic.task import accuracy_by_type, dataset_dir, is_right, read_split
 
     rows = read_split(dataset_dir(), "test")
     outcomes = [(rows[s["doc_id"]]["question_type"], is_right(s.get("output"), rows[s["doc_id"]]))

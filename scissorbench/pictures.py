@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 import compressors
-from scissorbench.video import sample_frames
+from harness.video import sample_frames
 
 __all__ = ["GRID", "default_clips", "patch_tokens", "proxy_signals", "draw_pictures", "seen_by_llm"]
 

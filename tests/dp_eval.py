@@ -37,8 +37,8 @@ def main() -> None:
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    import scissorbench
-    from scissorbench.lmms_model import ScissorBench, parse_value
+    import harness
+    from harness.lmms_model import ScissorBench, parse_value
 
     model_args = dict(kv.split("=", 1) for kv in args.model_args.split(",") if kv)
     records = args.out.with_name(f"{args.out.name}.records.jsonl")
@@ -52,7 +52,7 @@ def main() -> None:
         tasks=[args.task],
         limit=args.limit,
         # only scissorbench's tasks: indexing lmms-eval's hundreds of built-ins takes seconds
-        task_manager=TaskManager(include_path=scissorbench.tasks_dir(), include_defaults=False),
+        task_manager=TaskManager(include_path=harness.tasks_dir(), include_defaults=False),
         log_samples=True,
         bootstrap_iters=0,
         distributed_executor_backend="torchrun" if world > 1 else "accelerate",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from records.store import ResultsStore, run_key
 from reporting.cost import estimate
-from runners.store import ResultsStore, run_key
 
 MODEL = {"name": "llava_scissor_baseline_7b", "pretrained": "BBBBCHAN/LLaVA-Scissor-baseline-7B",
          "dtype": "bfloat16", "attn_implementation": "sdpa", "max_frames_num": 32,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import compressors
+from harness.flops import layer_flops
 from reporting.cost import estimate
 from scissorbench.cli import main
-from scissorbench.flops import layer_flops
 
 GEOMETRIES = [(32, (14, 14)), (8, (4, 4)), (3, (6, 10))]
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from scissorbench.cli import main
 from scissorbench.demo import DEFAULT_RETENTIONS, demo_jobs
-from scissorbench.train_micro import TrainConfig, train
+from synthetic.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from runners.store import code_versions
-from scissorbench import environment
+from harness import environment
+from records.store import code_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"

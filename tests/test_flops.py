@@ -3,7 +3,7 @@
 import pytest
 from paper_reference import table5
 
-from scissorbench.flops import (
+from harness.flops import (
     decode_flops,
     layer_flops,
     paper_total,

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 import compressors
-import scissorbench
+import harness
 from compressors.reference import scc_reference
-from scissorbench.lmms_model import ScissorBench, parse_value
-from scissorbench.synthetic import build_dataset
+from harness.lmms_model import ScissorBench, parse_value
+from synthetic.task import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 4  # frames sampled per video (the paper: 32); small keeps the suite fast
@@ -90,7 +90,7 @@ def data_root(tmp_path_factory) -> Path:
 def manager():
     from lmms_eval.tasks import TaskManager
 
-    return TaskManager(include_path=scissorbench.tasks_dir(), include_defaults=False)
+    return TaskManager(include_path=harness.tasks_dir(), include_defaults=False)
 
 
 def _evaluate(model, manager, task="synthetic_video_qa", limit=LIMIT, **kwargs):
@@ -320,7 +320,7 @@ def test_lmms_eval_command_line(tiny, data_root, manager, tmp_path):
         "--tasks",
         "synthetic_video_qa",
         "--include_path",
-        scissorbench.tasks_dir(),
+        harness.tasks_dir(),
         "--limit",
         "4",
         "--output_path",

@@ -13,9 +13,10 @@ from safetensors import safe_open
 
 import backbones
 import compressors
-from backbones.micro import corpus, train_tokenizer
 from compressors._core import budget, select
-from scissorbench.synthetic import (
+from harness.video import sample_frames
+from synthetic.micro import corpus, train_tokenizer
+from synthetic.task import (
     QUESTION_TYPES,
     SPLIT_SEEDS,
     accuracy_by_type,
@@ -24,7 +25,6 @@ from scissorbench.synthetic import (
     is_right,
     read_split,
 )
-from scissorbench.video import sample_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "micro"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import compressors
+from harness.video import VideoError, sample_frames
 from scissorbench.cli import main
 from scissorbench.pictures import default_clips, draw_pictures
-from scissorbench.video import VideoError, sample_frames
 
 RETENTION = 0.35
 FRAMES = 4

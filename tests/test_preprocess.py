@@ -156,7 +156,7 @@ def test_llava_next_checkpoints_default_to_llava_next(tmp_path, monkeypatch):
 
 
 def test_lmms_model_passes_the_choice_and_records_it(tiny):
-    from scissorbench.lmms_model import ScissorBench
+    from harness.lmms_model import ScissorBench
 
     with pytest.raises(ValueError, match="preprocess must be one of"):
         ScissorBench(pretrained="/nonexistent/checkpoint", preprocess="bicubic")

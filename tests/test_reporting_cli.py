@@ -40,7 +40,7 @@ def test_flops_command_reproduces_paper_table5(capsys, args, row):
 def test_flops_command_costs_pllava_by_the_tokens_its_grid_feeds(capsys):
     """The paper's PLLaVA row (3.9 at 10%) assumes the full budget of 627 tokens; PLLaVA's
     largest pooled grid within it is 32 x 6 x 3 = 576 tokens, which is what is costed."""
-    from scissorbench.flops import paper_total
+    from harness.flops import paper_total
 
     _, total = _tflops(capsys, "model=llava_ov_7b", "compressor=pllava", "retention=0.1")
     assert total == pytest.approx(paper_total(28, 3584, 18944, 6272, 576) / 1e12, abs=5e-4)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from records.store import ResultsStore
 from runners.cli import command
-from runners.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def assets(tmp_path_factory):
     """A tiny checkpoint and a small synthetic data root shared by the module."""
     from backbones.tiny import write_tiny_checkpoint
-    from scissorbench.synthetic import build_dataset
+    from synthetic.task import build_dataset
 
     root = tmp_path_factory.mktemp("assets")
     write_tiny_checkpoint(root / "tiny")
@@ -76,7 +76,7 @@ def test_multirun_writes_one_record_per_config_and_skips_them_after(data_env, tm
 
 
 def test_corrupt_video_is_a_failed_sample_not_a_crash(assets, tmp_path, monkeypatch):
-    from scissorbench.synthetic import build_dataset
+    from synthetic.task import build_dataset
 
     data = tmp_path / "data"
     build_dataset(data / "synthetic_video_qa", n=2, seed=0, split="test")

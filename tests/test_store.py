@@ -3,7 +3,7 @@
 import json
 import multiprocessing as mp
 
-from runners.store import SCHEMA_VERSION, ResultsStore, code_versions, run_key
+from records.store import SCHEMA_VERSION, ResultsStore, code_versions, run_key
 
 SETTINGS = {"model": "tiny", "compressor": {"name": "scc", "tau": None}, "retention": 0.35,
             "task": "synthetic_video_qa", "frames": 32, "seed": 0}

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-import scissorbench
+import harness
+from harness.video import sample_frames
 from scissorbench.cli import main
-from scissorbench.synthetic import (
+from synthetic.task import (
     BACKGROUND,
     BRIEF_FRAMES,
     COLOURS,
@@ -26,7 +27,6 @@ from scissorbench.synthetic import (
     make_item,
     read_split,
 )
-from scissorbench.video import sample_frames
 
 N = 14  # two of each question type
 FRAMES = 32
@@ -231,7 +231,7 @@ def test_cli_synth_data(tmp_path, capsys):
 
 def _task_utils():
     spec = importlib.util.spec_from_file_location(
-        "synthetic_task_utils", f"{scissorbench.tasks_dir()}/synthetic_video_qa/utils.py"
+        "synthetic_task_utils", f"{harness.tasks_dir()}/synthetic_video_qa/utils.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -256,7 +256,7 @@ def test_task_scoring_functions():
 def manager():
     from lmms_eval.tasks import TaskManager
 
-    return TaskManager(include_path=scissorbench.tasks_dir())
+    return TaskManager(include_path=harness.tasks_dir())
 
 
 def test_lmms_eval_finds_and_loads_the_tasks(dataset, manager, monkeypatch):

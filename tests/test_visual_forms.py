@@ -1,6 +1,6 @@
 """Every visual form an lmms-eval 0.7.3 video task hands the model, sampled like a video file.
 
-Forms (`scissorbench.video.parse_visual`): a video path, a frame folder, frame image paths, a
+Forms (`harness.video.parse_visual`): a video path, a frame folder, frame image paths, a
 list of PIL images, a gif; dicts and other objects are recorded failures. The end-to-end test
 runs lmms-eval's own MVBench task code (`mvbench_doc_to_visual`, `mvbench_frames_doc_to_visual`,
 its prompt and scorer) on a local copy of the MVBench layout under a temporary HF_HOME.
@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scissorbench.feature_cache import content_key
-from scissorbench.lmms_model import ScissorBench
-from scissorbench.synthetic import make_item, render, write_video
-from scissorbench.video import (
+from harness.feature_cache import content_key
+from harness.lmms_model import ScissorBench
+from harness.video import (
     FRAME_SUFFIXES,
     VideoError,
     frame_indices,
@@ -27,6 +26,7 @@ from scissorbench.video import (
     sample_frames,
     sample_visual,
 )
+from synthetic.task import make_item, render, write_video
 
 FRAMES = 4
 SUB_TASK = "episodic_reasoning"  # MVBench's frame-folder subtask (TVQA frames)

@@ -1,6 +1,6 @@
 """lmms-eval glue of the synthetic_video_qa tasks: data loading, prompt, scoring.
 
-The questions come from `scissorbench.synthetic` (`scissorbench synth-data` writes them). The data
+The questions come from `synthetic.task` (`scissorbench synth-data` writes them). The data
 directory is `<data root>/<dataset_path>`, the data root being the environment variable named by
 `metadata.data_env` (SCISSORBENCH_DATA) or else `metadata.data_root`, relative to this directory.
 The task reads the local JSONL index itself; nothing goes through the Hugging Face hub or cache.
@@ -17,7 +17,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from lmms_eval.api.task import ConfigurableTask
 
-from scissorbench.synthetic import format_prompt, is_right, read_split
+from synthetic.task import format_prompt, is_right, read_split
 
 _HERE = Path(__file__).resolve().parent
 

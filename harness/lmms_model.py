@@ -1,6 +1,6 @@
 """The lmms-eval model `scissorbench`: a video LLM with a visual-token compressor inside.
 
-    TASKS=$(python -c "import scissorbench; print(scissorbench.tasks_dir())")
+    TASKS=$(python -c "import harness; print(harness.tasks_dir())")
     lmms-eval --model scissorbench \\
         --model_args pretrained=PATH,compressor=scc,retention=0.35,max_frames_num=32 \\
         --tasks synthetic_video_qa --include_path "$TASKS" --output_path results/x --log_samples
@@ -14,7 +14,7 @@ cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False), `p
 transformers' processor; default by the checkpoint's layout, `backbones.load`),
 `records_path` (a JSONL of per-request records, appended to; with several processes each rank
 writes `<stem>.rank<r><suffix>`), `feature_cache` (a folder: vision features per video, shared
-by every configuration of a sweep; `scissorbench.feature_cache`), and any hyper-parameter of
+by every configuration of a sweep; `harness.feature_cache`), and any hyper-parameter of
 the compressor (`tau=0.9`, `layer=3`, `merge=true`, ...). "true"/"false"/"none"/numbers are
 parsed. The compressor is built (and its parameters validated) before the model loads, so a
 typo fails at once with a ValueError.
@@ -22,11 +22,11 @@ typo fails at once with a ValueError.
 Per request the model samples `max_frames_num` frames (the llava_onevision rule,
 `np.linspace(0, n - 1, max_frames_num)` over all n frames) from whatever the task's
 `doc_to_visual` gives: a video path, a frame folder, frame image paths or a list of PIL images
-(`scissorbench.video.parse_visual`), runs the backbone's vision tower and the compressor, then
+(`harness.video.parse_visual`), runs the backbone's vision tower and the compressor, then
 the LLM. Each
 request adds a record to `self.records` (and to `records_path`): doc id, task, visual tokens
 N_v, tokens fed, tokens per decoder layer, achieved retention, prefill FLOPs and their ratio to
-the uncompressed model (`scissorbench.flops`, FastV convention over the real sequence, text
+the uncompressed model (`harness.flops`, FastV convention over the real sequence, text
 included; `prefill_flops_ratio_visual` counts visual tokens only, the paper's Table 5
 convention), timings (video_decode, vision, compress, prefill, decode), peak memory and error.
 A video that cannot be read (or a visual form it does not read, e.g. a dict) gives that
@@ -76,17 +76,17 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 import compressors
+from backbones import DTYPES
 from backbones.preprocess import check_preprocess
-from scissorbench.environment import warn_drift
-from scissorbench.feature_cache import FeatureCache, content_key
-from scissorbench.flops import prefill_flops
-from scissorbench.video import VideoError, Visual, parse_visual, sample_visual
+from harness.environment import warn_drift
+from harness.feature_cache import FeatureCache, content_key
+from harness.flops import prefill_flops
+from harness.video import VideoError, Visual, check_frame_count, parse_visual, sample_visual
 
 __all__ = ["Choice", "ScissorBench", "VisualTokenCounts", "manifest", "parse_value"]
 
 log = logging.getLogger("scissorbench")
 
-_DTYPES = ("float32", "float16", "bfloat16", "auto")
 # lmms-eval 0.7.3 llava_onevision: max_new_tokens when a task gives none; the end of an
 # assistant turn in the qwen_2 conversation (LLaVA-NeXT `conv_qwen`, CHATML: sep + "\n"),
 # which its loglikelihood scores after the continuation; lmms-eval's default `until`.
@@ -100,7 +100,7 @@ def manifest():
     from lmms_eval.models.registry_v2 import ModelManifest
 
     return ModelManifest(
-        model_id="scissorbench", simple_class_path="scissorbench.lmms_model.ScissorBench"
+        model_id="scissorbench", simple_class_path="harness.lmms_model.ScissorBench"
     )
 
 
@@ -166,10 +166,12 @@ def _info(prepared: Any) -> dict[str, Any]:
     return {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in info.items()}
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _flag(name: str, value: Any) -> bool:
+    """A true/false model argument (command-line strings parsed), else ValueError."""
+    value = parse_value(value)
+    if value not in (True, False):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -217,37 +219,50 @@ class ScissorBench(lmms):
         # 1. Validate everything that needs no model, so a bad argument fails in a second.
         if not pretrained or not isinstance(pretrained, str):
             raise ValueError("scissorbench needs pretrained=<checkpoint path or hub id>")
-        params = {k: parse_value(v) for k, v in compressor_params.items()}
-        retention = parse_value(retention)
+        self._build_compressor(str(compressor).strip(), parse_value(retention), compressor_params)
+        self.max_frames_num = check_frame_count(parse_value(max_frames_num), "max_frames_num")
+        dtype = parse_value(dtype)
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        preprocess = check_preprocess(parse_value(preprocess))
+        video_newline = _flag("video_newline", video_newline)
+        self.honour_until = _flag("honour_until", honour_until)
+        batch_size = parse_value(batch_size) if batch_size is not None else 1
+        if batch_size != 1:
+            raise ValueError(
+                f"scissorbench runs batch size 1 (the paper's setting), got {batch_size!r}"
+            )
+        # 2. Processes and the device; 3. the records file; 4. the model, last.
+        self._join_processes(parse_value(device), dtype)
+        self.records: list[dict[str, Any]] = []
+        self.records_path = self._rank_path(records_path) if records_path else None
+        if self.records_path is not None:  # appended to: a resumed run keeps earlier records
+            self.records_path.parent.mkdir(parents=True, exist_ok=True)
+        self._load_model(pretrained, attn_implementation, video_newline, preprocess, feature_cache)
+        self._full_flops: dict[tuple[int, int], int] = {}
+        self._prepared_key: tuple | None = None
+        self._prepared: Any = None
+        self._prepared_path = ""
+        self._warned: set[str] = set()
+
+    def _build_compressor(self, name: str, retention: Any, raw: dict[str, Any]) -> None:
+        """The compressor with its parameters parsed and validated (before any model loads)."""
+        params = {k: parse_value(v) for k, v in raw.items()}
         if retention is not None:
             params["retention"] = retention
-        name = str(compressor).strip()
         try:
             self.compressor = compressors.build(name, **params)
         except ValueError as err:
             raise ValueError(f"scissorbench model_args: {err}") from err
         self.compressor_name = name
         self.retention = self.compressor.params.get("retention")
-        self.max_frames_num = _check_int("max_frames_num", parse_value(max_frames_num), 1)
-        dtype = parse_value(dtype)
-        if dtype is not None and dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
-        preprocess = check_preprocess(parse_value(preprocess))
-        video_newline, honour_until = parse_value(video_newline), parse_value(honour_until)
-        for flag, value in (("video_newline", video_newline), ("honour_until", honour_until)):
-            if value not in (True, False):
-                raise ValueError(f"{flag} must be true or false, got {value!r}")
-        self.honour_until = honour_until
-        batch_size = parse_value(batch_size) if batch_size is not None else 1
-        if batch_size != 1:
-            raise ValueError(
-                f"scissorbench runs batch size 1 (the paper's setting), got {batch_size!r}"
-            )
 
-        # 2. Processes: lmms-eval shards documents by rank; we only report where we are.
+    def _join_processes(self, device: str | None, dtype: str | None) -> None:
+        """Rank, world size and device (lmms-eval shards documents by rank; we only report
+        where we are); the dtype default for that device; the process group if several."""
         rank, world, local_rank = _dist_info()
         self._rank, self._world_size = rank, world
-        self._device = _resolve_device(parse_value(device), world, local_rank)
+        self._device = _resolve_device(device, world, local_rank)
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
         # lmms-eval's llava_onevision and the LLaVA-NeXT builder run the model in float16
@@ -262,13 +277,16 @@ class ScissorBench(lmms):
             backend = "nccl" if self._device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=12))
 
-        # 3. The records file, appended to: a resumed run keeps its earlier samples' records.
-        self.records: list[dict[str, Any]] = []
-        self.records_path = self._rank_path(records_path) if records_path else None
-        if self.records_path is not None:
-            self.records_path.parent.mkdir(parents=True, exist_ok=True)
-
-        # 4. The model, last.
+    def _load_model(
+        self,
+        pretrained: str,
+        attn_implementation: str,
+        video_newline: bool,
+        preprocess: str | None,
+        feature_cache: str | None,
+    ) -> None:
+        """The backbone (`backbones.load`) and, if asked, the sweep's feature cache, keyed by
+        everything that changes the features: checkpoint, weights, dtype, preprocessing."""
         import backbones
 
         self.pretrained = pretrained
@@ -281,21 +299,12 @@ class ScissorBench(lmms):
             preprocess=preprocess,
         )
         self._check_in_llm_layer()
-        self.features = (
-            FeatureCache(
-                feature_cache,
-                f"{pretrained}|{backbones.fingerprint(pretrained)}|{self.dtype}|"
-                f"{self.llm.preprocess}",
-                self.max_frames_num,
-            )
-            if feature_cache
-            else None
+        model_id = (
+            f"{pretrained}|{backbones.fingerprint(pretrained)}|{self.dtype}|{self.llm.preprocess}"
         )
-        self._full_flops: dict[tuple[int, int], int] = {}
-        self._prepared_key: tuple | None = None
-        self._prepared: Any = None
-        self._prepared_path = ""
-        self._warned: set[str] = set()
+        self.features = (
+            FeatureCache(feature_cache, model_id, self.max_frames_num) if feature_cache else None
+        )
 
     def _check_in_llm_layer(self) -> None:
         """An in-LLM method's layer K must leave layers after it (1 <= K < L): fail now, not
@@ -335,7 +344,7 @@ class ScissorBench(lmms):
         return self.task_dict[task][split][doc_id]
 
     def _visual(self, doc_to_visual, doc: dict) -> Visual:
-        """The document's visual, resolved (`scissorbench.video.parse_visual`): VideoError when
+        """The document's visual, resolved (`harness.video.parse_visual`): VideoError when
         there is none, it is a form scissorbench does not read, or the task's own
         `doc_to_visual` fails on the file system (nextqa's FileNotFoundError, a frame folder
         that PIL cannot read)."""

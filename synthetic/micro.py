@@ -4,7 +4,7 @@ A real `LlavaOnevisionForConditionalGeneration` (SigLIP tower -> 2-layer MLP pro
 bilinear pooling -> Qwen2 decoder) small enough to train on two CPU cores in minutes
 (`scissorbench train-micro`) and to ship in the repository (`checkpoints/micro`, loaded with
 `from_pretrained` like any hub checkpoint: `model=micro`). It is trained on the project's
-synthetic video QA (`scissorbench.synthetic`), so that, unlike the random `tiny` model, its
+synthetic video QA (`synthetic.task`), so that, unlike the random `tiny` model, its
 accuracy responds to what a compressor keeps.
 
 Geometry (`GEOMETRY`): 64 px frames in 8 px patches -> 8 x 8 patches -> pooled 4 x 4 = 16 tokens
@@ -42,9 +42,9 @@ VOCAB_SIZE = 512
 
 def corpus(seed: int = 1, items: int = 2000) -> list[str]:
     """The texts the tokenizer is trained on: the system prompt, the prompts of `items` training
-    questions (`scissorbench.synthetic`, split seed `seed`) and the answer letters."""
+    questions (`synthetic.task`, split seed `seed`) and the answer letters."""
     from backbones.llava_onevision import SYSTEM_PROMPT
-    from scissorbench.synthetic import LETTERS, format_open_prompt, format_prompt, make_item
+    from synthetic.task import LETTERS, format_open_prompt, format_prompt, make_item
 
     texts = [SYSTEM_PROMPT, "system\n", "user\n", "assistant\n", *LETTERS]
     for index in range(items):

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from scissorbench.environment import lock_hash
+from harness.environment import lock_hash
 
 SCHEMA_VERSION = 1
 _PACKAGES = ("lmms-eval", "transformers", "torch")

@@ -32,11 +32,13 @@ from typing import Any
 
 import decord
 import numpy as np
+from PIL import Image
 
 __all__ = [
     "FRAME_SUFFIXES",
     "Visual",
     "VideoError",
+    "check_frame_count",
     "frame_indices",
     "natural_key",
     "parse_visual",
@@ -68,7 +70,7 @@ def frame_indices(total: int, num_frames: int) -> np.ndarray:
 
 def sample_frames(path: str | os.PathLike, num_frames: int) -> np.ndarray:
     """Decode `num_frames` uniformly spaced frames of a video file -> [T, H, W, 3] uint8 RGB."""
-    _check_count(num_frames)
+    check_frame_count(num_frames)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoError(path, "no such file")
@@ -124,10 +126,6 @@ class Visual:
 
 
 def _is_image(item: Any) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - PIL comes with transformers
-        return False
     return isinstance(item, Image.Image)
 
 
@@ -188,7 +186,7 @@ def sample_visual(visual: Visual, num_frames: int) -> np.ndarray:
         if path.lower().endswith(".gif"):
             return _sample_gif(path, num_frames)
         return sample_frames(path, num_frames)
-    _check_count(num_frames)
+    check_frame_count(num_frames)
     index = frame_indices(len(visual.items), num_frames).tolist()
     if visual.kind == "files":
         frames = [_open_frame(visual.items[i]) for i in index]
@@ -197,16 +195,14 @@ def sample_visual(visual: Visual, num_frames: int) -> np.ndarray:
     return _stack(frames)
 
 
-def _check_count(num_frames: Any) -> None:
-    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)):
-        raise TypeError(f"num_frames must be a positive integer, got {num_frames!r}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames}")
+def check_frame_count(value: Any, name: str = "num_frames") -> int:
+    """`value` as a frame count: an integer >= 1 (bools and floats are not), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _open_frame(path: str) -> np.ndarray:
-    from PIL import Image
-
     if not os.path.isfile(path):
         raise VideoError(path, "no such frame file" if not os.path.exists(path) else "not a file")
     try:
@@ -228,9 +224,7 @@ def _as_rgb(frame: Any, label: str, index: int) -> np.ndarray:
 def _stack(frames: list[np.ndarray]) -> np.ndarray:
     height, width = frames[0].shape[:2]
     if any(f.shape[:2] != (height, width) for f in frames):
-        from PIL import Image
-
-        frames = [
+            frames = [
             f
             if f.shape[:2] == (height, width)
             else np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC))
@@ -240,9 +234,7 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
 
 
 def _sample_gif(path: str, num_frames: int) -> np.ndarray:
-    from PIL import Image
-
-    _check_count(num_frames)
+    check_frame_count(num_frames)
     if not os.path.isfile(path):
         raise VideoError(path, "no such file" if not os.path.exists(path) else "not a regular file")
     try:

@@ -1,15 +1,15 @@
-"""Train the micro video-LLM (`backbones.micro`) on the synthetic video QA, on the CPU.
+"""Train the micro video-LLM (`synthetic.micro`) on the synthetic video QA, on the CPU.
 
     scissorbench train-micro --output checkpoints/micro        # under 20 minutes on 2 cores
 
 Deterministic from `seed` on a given machine and thread count. The steps:
 
-1. **Data.** Write the `train` split of `scissorbench.synthetic` (seed 1, an independent draw
+1. **Data.** Write the `train` split of `synthetic.task` (seed 1, an independent draw
    from the held-out `test` split, seed 0) as mp4 files and read them back exactly as
-   evaluation does: `scissorbench.video.sample_frames` (8 uniform frames), then the
+   evaluation does: `harness.video.sample_frames` (8 uniform frames), then the
    checkpoint's own video processor.
 2. **Model.** Train the tokenizer on the task's wording and initialise the model
-   (`backbones.micro.new_micro_model`).
+   (`synthetic.micro.new_micro_model`).
 3. **Vision pre-training** (`pretrain_vision`). The vision tower and projector learn to name
    the colours and shape kinds under each pooled token (`region_labels`, read off the frames)
    through a linear probe that is then discarded. LLaVA starts from a pretrained SigLIP; this
@@ -22,7 +22,7 @@ Deterministic from `seed` on a given machine and thread count. The steps:
    of each question (`_Sequences`): multiple choice (the options listed, as evaluated) and
    open (the question alone, as LLaVA's data mixes short answers with multiple choice). Both
    are answered with the right option's text ("red", "the blue circle"), which the task's
-   scorer maps to its letter (`scissorbench.synthetic.extract_letter`). Answering with the
+   scorer maps to its letter (`synthetic.task.extract_letter`). Answering with the
    letter means finding the answer among the options and copying the letter two tokens
    before it; measured here, the model trained from scratch was still near chance on that
    (about 30%) after 550 steps, and a text-only drill of it reached about 55% after 400 steps
@@ -59,7 +59,7 @@ class TrainConfig:
     """Settings of one training run (all of them go into training.json)."""
 
     seed: int = 0
-    train_items: int = 6000  # scissorbench.synthetic.TRAIN_ITEMS
+    train_items: int = 6000  # synthetic.task.TRAIN_ITEMS
     steps: int = 2500
     batch_size: int = 16
     lr: float = 2e-3
@@ -78,8 +78,8 @@ def load_split(root: Path, split: str, frames: int, processor: Any,
                limit: int | None = None) -> tuple[list[dict], Any]:
     """(index rows, pixel values [N, T, 3, S, S]) of the first `limit` items of a split (all
     when None), decoded as evaluation decodes."""
-    from scissorbench.synthetic import read_split
-    from scissorbench.video import sample_frames
+    from harness.video import sample_frames
+    from synthetic.task import read_split
 
     rows = read_split(root, split)[:limit]
     pixels = []
@@ -96,7 +96,7 @@ class _Sequences:
     "the blue circle") in both. Each a tuple (before, after + answer, answer length)."""
 
     def __init__(self, adapter: Any, rows: list[dict]) -> None:
-        from scissorbench.synthetic import format_open_prompt, format_prompt
+        from synthetic.task import format_open_prompt, format_prompt
 
         end = adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
 
@@ -182,7 +182,7 @@ def region_labels(rows: list[dict], pixels: torch.Tensor, grid: int) -> torch.Te
     its pixels, and the cell's row and column -> float [N, T * grid^2, 10 + 2 grid]. Read off
     the decoded frames (nearest palette colour per pixel) and the items' shape lists (colour ->
     kind); the position makes "where" as easy to read from a token as "what"."""
-    from scissorbench.synthetic import BACKGROUND, COLOURS, SHAPES, make_item
+    from synthetic.task import BACKGROUND, COLOURS, SHAPES, make_item
 
     palette = torch.tensor([BACKGROUND, *COLOURS.values()], dtype=torch.float32)
     colour_names = list(COLOURS)
@@ -247,8 +247,8 @@ def held_out_accuracy(path: Path, root: Path, items: int, frames: int) -> dict[s
     """Greedy answers of the saved checkpoint (through `backbones.load`) on the first `items`
     test questions -> accuracy overall and per question type."""
     import backbones
-    from scissorbench.synthetic import accuracy_by_type, format_prompt, is_right, read_split
-    from scissorbench.video import sample_frames
+    from harness.video import sample_frames
+    from synthetic.task import accuracy_by_type, format_prompt, is_right, read_split
 
     llm = backbones.load(str(path))
     outcomes = []
@@ -260,24 +260,10 @@ def held_out_accuracy(path: Path, root: Path, items: int, frames: int) -> dict[s
     return accuracy_by_type(outcomes)
 
 
-def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
-          data_root: str | os.PathLike | None = None, log: Any = print) -> Path:
-    """Train the micro model as the module docstring says; save it to `output`; return it."""
-    from backbones.llava_onevision import LlavaOnevisionAdapter
-    from backbones.micro import new_micro_model
-    from backbones.tiny import save_checkpoint
-    from scissorbench.synthetic import (
-        SPLIT_SEEDS,
-        TEST_ITEMS,
-        build_dataset,
-        dataset_dir,
-        split_is_current,
-    )
+def _ensure_splits(root: Path, cfg: TrainConfig, log: Any) -> None:
+    """Write the train split (and the held-out test split) unless they are current."""
+    from synthetic.task import SPLIT_SEEDS, TEST_ITEMS, build_dataset, split_is_current
 
-    cfg = cfg or TrainConfig()
-    torch.set_num_threads(cfg.threads)
-    clock = time.perf_counter()
-    root = dataset_dir(data_root)
     if not split_is_current(root, "train", SPLIT_SEEDS["train"], cfg.train_items):
         log(f"[train-micro] writing {cfg.train_items} training videos to {root}")
         build_dataset(root, n=cfg.train_items, seed=SPLIT_SEEDS["train"], split="train")
@@ -285,25 +271,9 @@ def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
         build_dataset(root, n=max(cfg.eval_items, TEST_ITEMS), seed=SPLIT_SEEDS["test"],
                       split="test")
 
-    model, processor = new_micro_model(cfg.seed)
-    adapter = LlavaOnevisionAdapter(model, processor)
-    rows, pixels = load_split(root, "train", cfg.frames, processor, limit=cfg.train_items)
-    seqs = _Sequences(adapter, rows)
-    tokens = cfg.frames * adapter.tokens_per_frame
-    log(f"[train-micro] {len(rows)} videos ready in {time.perf_counter() - clock:.0f} s; "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
-    torch.manual_seed(cfg.seed)
-    model.train()
-    grid = int(math.isqrt(adapter.tokens_per_frame))
-    pretrain_vision(model, pixels, region_labels(rows, pixels, grid), cfg, log)
-    model.model.vision_tower.requires_grad_(False)
-    tower = tower_features(model, pixels)
-    with torch.no_grad():  # the split computation is the model's own, to the last bit
-        own = model.model.get_video_features(pixel_values_videos=pixels[:2], return_dict=True)
-        torch.testing.assert_close(visual_tokens(model, tower[:2]), own.pooler_output[:, :-1])
-    del pixels
-    rng = random.Random(cfg.seed)
+def _optimiser(model: Any, cfg: TrainConfig) -> tuple[Any, Any, list[torch.Tensor]]:
+    """AdamW over the trainable parameters (no decay on vectors), its schedule, the params."""
     trained = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trained if p.dim() >= 2]
     other = [p for p in trained if p.dim() < 2]
@@ -313,6 +283,14 @@ def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
         lr=cfg.lr, betas=(0.9, 0.98),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _schedule(s, cfg))
+    return optimiser, scheduler, trained
+
+
+def _instruction_tune(model: Any, seqs: _Sequences, tower: torch.Tensor, rows: list[dict],
+                      tokens: int, cfg: TrainConfig, log: Any) -> list[float]:
+    """Train projector and LLM on the questions (tower frozen); the loss of every step."""
+    rng = random.Random(cfg.seed)
+    optimiser, scheduler, trained = _optimiser(model, cfg)
     order: list[int] = []
     curve = []
     recent: dict[str, list[bool]] = {"mc": [], "open": []}
@@ -339,9 +317,43 @@ def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
             eta = spent / (step + 1) * (cfg.steps - step - 1)
             right = " ".join(f"{form} {np.mean(v[-800:]):.2f}" for form, v in recent.items() if v)
             kinds = " ".join(f"{k} {np.mean(v[-200:]):.2f}" for k, v in by_type.items())
-            right = f"{right} ({kinds})"
             log(f"[train-micro] step {step + 1}/{cfg.steps} loss {np.mean(curve[-50:]):.4f} "
-                f"train accuracy {right}  ({spent:.0f} s, about {eta:.0f} s left)")
+                f"train accuracy {right} ({kinds})  ({spent:.0f} s, about {eta:.0f} s left)")
+    return curve
+
+
+def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
+          data_root: str | os.PathLike | None = None, log: Any = print) -> Path:
+    """Train the micro model as the module docstring says; save it to `output`; return it."""
+    from backbones.llava_onevision import LlavaOnevisionAdapter
+    from backbones.tiny import save_checkpoint
+    from synthetic.micro import new_micro_model
+    from synthetic.task import SPLIT_SEEDS, dataset_dir
+
+    cfg = cfg or TrainConfig()
+    torch.set_num_threads(cfg.threads)
+    clock = time.perf_counter()
+    root = dataset_dir(data_root)
+    _ensure_splits(root, cfg, log)
+    model, processor = new_micro_model(cfg.seed)
+    adapter = LlavaOnevisionAdapter(model, processor)
+    rows, pixels = load_split(root, "train", cfg.frames, processor, limit=cfg.train_items)
+    seqs = _Sequences(adapter, rows)
+    log(f"[train-micro] {len(rows)} videos ready in {time.perf_counter() - clock:.0f} s; "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+
+    torch.manual_seed(cfg.seed)
+    model.train()
+    grid = int(math.isqrt(adapter.tokens_per_frame))
+    pretrain_vision(model, pixels, region_labels(rows, pixels, grid), cfg, log)
+    model.model.vision_tower.requires_grad_(False)
+    tower = tower_features(model, pixels)
+    with torch.no_grad():  # the split computation is the model's own, to the last bit
+        own = model.model.get_video_features(pixel_values_videos=pixels[:2], return_dict=True)
+        torch.testing.assert_close(visual_tokens(model, tower[:2]), own.pooler_output[:, :-1])
+    del pixels
+    tokens = cfg.frames * adapter.tokens_per_frame
+    curve = _instruction_tune(model, seqs, tower, rows, tokens, cfg, log)
     model.eval()
     path = save_checkpoint(model, processor, output)
     accuracy = held_out_accuracy(path, root, cfg.eval_items, cfg.frames)
