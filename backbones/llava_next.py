@@ -183,21 +183,9 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     `dst` must not exist or be empty. Raises ConversionError (a ValueError) naming the weight
     or setting that does not fit; nothing is written to `dst` before the checks pass.
     """
-    from transformers import (
-        GenerationConfig,
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-    )
+    from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
 
-    src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    if not src.is_dir():
-        located = _locate(str(src))
-        if located is None:
-            raise ConversionError(
-                f"{src} is neither a directory nor a hub id with a LLaVA-NeXT snapshot in the "
-                "local Hugging Face cache"
-            )
-        src = located[0]
+    src, dst = _source(src), Path(dst).expanduser()
     config = _read_config(src)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"conversion target {dst} exists and is not an empty directory")
@@ -207,19 +195,7 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     tokenizer, image_id, video_id = _tokenizer(src)
     tied = bool(config.get("tie_word_embeddings", False))
     _fit_vocab(state, max(image_id, video_id) + 1, tied)
-    model_config = LlavaOnevisionConfig(
-        text_config=_text_config(config, state),
-        vision_config=vision,
-        image_token_index=image_id,
-        video_token_index=video_id,
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-        multimodal_projector_bias=True,
-        tie_word_embeddings=tied,
-        image_grid_pinpoints=_pinpoints(config, vision["image_size"]),
-        vision_aspect_ratio=_aspect_ratio(config),
-    )
+    model_config = _model_config(config, state, vision, image_id, video_id, tied)
     with torch.device("meta"):
         model = LlavaOnevisionForConditionalGeneration(model_config)
     weights = _map_weights(state, model, tower_layers - 1, config, tied)
@@ -247,6 +223,40 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     (dst / _MARKER).write_text(json.dumps(record, indent=2, default=str) + "\n")
     log.info("converted %s -> %s", src, dst)
     return dst
+
+
+def _source(src: str | Path) -> Path:
+    """The checkpoint directory of `src`: itself, or a hub id's snapshot in the local cache."""
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return path
+    located = _locate(str(path))
+    if located is None:
+        raise ConversionError(
+            f"{path} is neither a directory nor a hub id with a LLaVA-NeXT snapshot in the "
+            "local Hugging Face cache"
+        )
+    return located[0]
+
+
+def _model_config(config: dict[str, Any], state: dict[str, Any], vision: dict[str, Any],
+                  image_id: int, video_id: int, tied: bool) -> Any:
+    """The transformers `LlavaOnevisionConfig` of a LLaVA-NeXT config and its weights."""
+    from transformers import LlavaOnevisionConfig
+
+    return LlavaOnevisionConfig(
+        text_config=_text_config(config, state),
+        vision_config=vision,
+        image_token_index=image_id,
+        video_token_index=video_id,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=tied,
+        image_grid_pinpoints=_pinpoints(config, vision["image_size"]),
+        vision_aspect_ratio=_aspect_ratio(config),
+    )
 
 
 # ------------------------------------------------------------------------------------------

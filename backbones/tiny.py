@@ -99,17 +99,37 @@ def build_model(
     `image_size / patch_size` patches per side, pooled to ceil(side / 2) per side.
     """
     import torch
-    from transformers import (
-        GenerationConfig,
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        Qwen2Config,
-        SiglipVisionConfig,
-    )
+    from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
 
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = _config(
+        ids, len(tokenizer), vision_layers=vision_layers, llm_layers=llm_layers,
+        image_size=image_size, patch_size=patch_size, vision_hidden=vision_hidden,
+        vision_heads=vision_heads, hidden_size=hidden_size,
+        intermediate_size=intermediate_size, heads=heads, kv_heads=kv_heads,
+        initializer_range=initializer_range,
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    with torch.no_grad():  # vision weights at the same scale as the LLM's
+        for name, param in model.model.vision_tower.named_parameters():
+            if name.endswith("weight") and param.dim() == 2:
+                param.normal_(0.0, initializer_range)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
+    )
+    return model, _processor(tokenizer, config, image_size, patch_size)
+
+
+def _config(ids: dict[str, int], vocab_size: int, *, vision_layers: int, llm_layers: int,
+            image_size: int, patch_size: int, vision_hidden: int, vision_heads: int,
+            hidden_size: int, intermediate_size: int, heads: int, kv_heads: int,
+            initializer_range: float) -> Any:
+    """The `LlavaOnevisionConfig`: a SigLIP tower without its head, a Qwen2 decoder with the
+    tokenizer's special tokens, the full patch grid as the features (`build_model`'s sizes)."""
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
     vision = SiglipVisionConfig(
         hidden_size=vision_hidden,
@@ -121,7 +141,7 @@ def build_model(
         vision_use_head=False,
     )
     text = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=llm_layers,
@@ -134,7 +154,7 @@ def build_model(
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
-    config = LlavaOnevisionConfig(
+    return LlavaOnevisionConfig(
         vision_config=vision.to_dict(),
         text_config=text.to_dict(),
         image_token_id=ids["<image>"],
@@ -148,16 +168,6 @@ def build_model(
         tie_word_embeddings=False,
         initializer_range=initializer_range,
     )
-    torch.manual_seed(seed)
-    model = LlavaOnevisionForConditionalGeneration(config).eval()
-    with torch.no_grad():  # vision weights at the same scale as the LLM's
-        for name, param in model.model.vision_tower.named_parameters():
-            if name.endswith("weight") and param.dim() == 2:
-                param.normal_(0.0, initializer_range)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
-    )
-    return model, _processor(tokenizer, config, image_size, patch_size)
 
 
 def _processor(tokenizer: Any, config: Any, image_size: int, patch_size: int) -> Any:
