@@ -192,6 +192,7 @@ def _report(cfg: ReportConfig) -> int:
             raise _UsageError(f"{name} {folder!r} is not a folder")
     result = build_report(cfg.results_dir, cfg.output_dir, reference=cfg.reference,
                           reference_dir=reference_dir)
+    print(f"[report] {result.read.summary()}")
     print(f"[report] {len(result.tables)} table files, {len(result.figures)} figure files "
           f"in {cfg.output_dir}")
     print(f"[report] {result.html}")

@@ -9,21 +9,34 @@ target, 1.0 for the full model (`none`), and the achieved mean in SCC's threshol
 target), rounded to 4 decimals. `label` is the method, with the differing parameters appended
 (`random[merge=true]`) where one source has a method with several parameter sets. `table` is the
 paper's table for `source: "paper"` records (`versions.table`), else missing.
+
+Any file can be in a results folder: one that is not a readable schema-1 record is skipped, two
+files of one key give one record (`records.store.deduplicate`), and a metric that is inf or nan
+is missing; each is named in a warning (logger "scissorbench.report" / "scissorbench.records")
+and counted by `read_folders`, whose `Loaded.summary` the report prints.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from records.store import ResultsStore
+from records.schema import nonfinite_metrics
+from records.store import ResultsStore, deduplicate
 
-__all__ = ["COLUMNS", "canonical_params", "load_records", "records_frame"]
+__all__ = ["COLUMNS", "Loaded", "canonical_params", "load_records", "read_folders",
+           "records_frame"]
+
+log = logging.getLogger("scissorbench.report")
 
 COLUMNS = [
     "key", "source", "status", "ok", "error", "table", "model", "method", "params", "label",
@@ -41,20 +54,61 @@ def canonical_params(params: Mapping[str, Any] | None) -> str:
     return json.dumps(dict(params or {}), sort_keys=True, separators=(",", ":"))
 
 
-def load_records(*dirs: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every record in the given results folders (`<dir>/<key>.json`) as a tidy frame.
+@dataclass
+class Loaded:
+    """What `read_folders` read: the records kept (with their files) and what it left out."""
 
-    Files that are not complete schema-1 records are skipped (as `records.store` does); a folder
-    that does not exist is an error, so a mistyped path does not pass as "no results".
+    records: list[tuple[dict[str, Any], Path]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+    duplicates: list[Path] = field(default_factory=list)  # copies of a key not used
+
+    @property
+    def files(self) -> int:
+        """How many `*.json` files were read."""
+        return len(self.records) + len(self.skipped) + len(self.duplicates)
+
+    @property
+    def nonfinite(self) -> list[tuple[str, str]]:
+        """(key, metric) of every inf/nan metric, shown as missing."""
+        return [(r["key"], m) for r, _ in self.records for m in nonfinite_metrics(r)]
+
+    def summary(self) -> str:
+        """One line: files read, records used, files skipped and why, copies, inf/nan."""
+        why = Counter(reason.split(" (")[0] for _, reason in self.skipped)  # detail: warnings
+        reasons = "; ".join(f"{n} {reason}" for reason, n in why.most_common(5))
+        more = "; ..." if len(why) > 5 else ""
+        parts = [f"read {self.files} files: {len(self.records)} records",
+                 f"{len(self.skipped)} skipped" + (f" ({reasons}{more})" if reasons else "")]
+        if self.duplicates:
+            parts.append(f"{len(self.duplicates)} duplicate copies of a key ignored")
+        if self.nonfinite:
+            parts.append(f"{len(self.nonfinite)} inf/nan metric values shown as missing")
+        return ", ".join(parts)
+
+
+def read_folders(*dirs: str | os.PathLike[str]) -> Loaded:
+    """The records of the given results folders, one per key over all of them.
+
+    A file that is not a readable schema-1 record is skipped and a second file of a key is
+    ignored (`records.store`, each with a warning), so one bad file never stops a report; a
+    folder that does not exist is an error, so a mistyped path does not pass as "no results".
     """
-    records: list[tuple[dict[str, Any], Path]] = []
+    found, skipped = [], []
     for folder in dirs:
         root = Path(folder)
         if not root.is_dir():
             raise FileNotFoundError(f"results folder not found: {root}")
-        store = ResultsStore(root)
-        records += [(r, store.path(r["key"])) for r in store.records()]
-    return records_frame(records)
+        scan = ResultsStore(root).scan()
+        found += scan.records
+        skipped += scan.skipped
+    kept, dropped = deduplicate(found)
+    return Loaded([(record, path) for path, record in kept], skipped, dropped)
+
+
+def load_records(*dirs: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every record in the given results folders (`<dir>/<key>.json`) as a tidy frame
+    (`read_folders`: bad files skipped, one record per key, inf/nan metrics missing)."""
+    return records_frame(read_folders(*dirs).records)
 
 
 def records_frame(records: Iterable[Mapping[str, Any] | tuple[Mapping[str, Any], Path]]
@@ -70,7 +124,8 @@ def records_frame(records: Iterable[Mapping[str, Any] | tuple[Mapping[str, Any],
     for col in ("value", "stderr", "target_retention", "retention", "prefill_flops",
                 "flops_ratio", "achieved_retention_mean", "achieved_retention_min",
                 "achieved_retention_max", "tokens_visual", "tokens_fed", *timing):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        number = pd.to_numeric(df[col], errors="coerce").astype(float)
+        df[col] = number.where(number.abs() != math.inf)  # inf is no number to show
     for col in ("seed", "limit", "samples", "failed", "peak_memory_bytes", "llm_layers",
                 "llm_hidden", "llm_ffn", "max_frames"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
@@ -137,10 +192,25 @@ def _rows(record: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
     metrics = record.get("metrics") or {}
     if not metrics:
         return [{**base, "metric": None, "value": None, "stderr": None}]
+    _warn_nonfinite(record, path)
     return [
-        {**base, "metric": name, "value": _get(m, "value"), "stderr": _get(m, "stderr")}
+        {**base, "metric": name, "value": _finite(_get(m, "value")),
+         "stderr": _finite(_get(m, "stderr"))}
         for name, m in metrics.items()
     ]
+
+
+def _finite(value: Any) -> Any:
+    """`value`, or None for inf, -inf and nan (shown as missing, never as "inf")."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _warn_nonfinite(record: Mapping[str, Any], path: Path | None) -> None:
+    names = nonfinite_metrics(record)
+    if names:
+        where = f" ({path})" if path else ""
+        log.warning("record %s%s: metric %s is inf or nan; shown as missing",
+                    record.get("key"), where, ", ".join(names))
 
 
 def _labels(df: pd.DataFrame) -> pd.Series:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from reporting.benchmarks import BENCHMARKS, align
-from reporting.load import load_records
+from reporting.load import Loaded, read_folders, records_frame
 from reporting.plots import (
     plot_accuracy_vs_flops,
     plot_accuracy_vs_retention,
@@ -54,6 +54,7 @@ class Report:
     html: Path
     tables: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    read: Loaded = field(default_factory=Loaded)  # files read, skipped, duplicates, inf/nan
 
 
 @dataclass
@@ -82,14 +83,13 @@ def runs_table(records: pd.DataFrame) -> pd.DataFrame:
 def build_report(results_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                  reference: bool = False,
                  reference_dir: str | os.PathLike[str] = REFERENCE_DIR) -> Report:
-    """Load `results_dir` (and the paper's records if `reference`), write everything."""
+    """Load `results_dir` (and the paper's records if `reference`), write everything; files
+    that are no record are skipped and counted in `Report.read`, never a crash."""
     out = Path(output_dir)
-    frames = [load_records(results_dir)]
-    if reference:
-        frames.append(load_records(reference_dir))
-    records = pd.concat([f for f in frames if not f.empty] or frames, ignore_index=True)
+    loaded = read_folders(results_dir, *([reference_dir] if reference else []))
+    records = records_frame(loaded.records)
     aligned = align(records)
-    report = Report(html=out / "report.html")
+    report = Report(html=out / "report.html", read=loaded)
     sections = [_runs_section(records, out, report)]
     ours = aligned[aligned["source"] == "ours"]
     for model in sorted(ours["model"].dropna().unique()):
@@ -97,7 +97,7 @@ def build_report(results_dir: str | os.PathLike[str], output_dir: str | os.PathL
     if reference:
         sections.append(_paper_section(records, aligned, out, report))
     report.html.parent.mkdir(parents=True, exist_ok=True)
-    report.html.write_text(_html(sections, results_dir, records))
+    report.html.write_text(_html(sections, results_dir, records, loaded))
     return report
 
 
@@ -179,15 +179,25 @@ figcaption { font-size: 12px; color: #666; }
 """
 
 
+def _read_note(loaded: Loaded) -> str:
+    """What was read, and every file left out and why (the warnings, kept with the report)."""
+    left = [f"<li><code>{html.escape(str(p))}</code>: {html.escape(why)}</li>"
+            for p, why in loaded.skipped]
+    left += [f"<li><code>{html.escape(str(p))}</code>: a second copy of a key, ignored</li>"
+             for p in loaded.duplicates]
+    items = f"<ul>{''.join(left)}</ul>" if left else ""
+    return f"<p>{html.escape(loaded.summary())}.</p>{items}"
+
+
 def _html(sections: list[_Section], results_dir: str | os.PathLike[str],
-          records: pd.DataFrame) -> str:
+          records: pd.DataFrame, loaded: Loaded) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     methods = ", ".join(method_order(records.loc[records["source"] == "ours", "method"]
                                      .dropna().unique()))
     body = [f"<h1>scissorbench report</h1><p>Results: <code>{html.escape(str(results_dir))}"
             f"</code>, generated {stamp}. Methods: {html.escape(methods) or 'none yet'}. "
             "Scores are in the paper's units (% or 0-5 judge score); missing cells are "
-            "&mdash;, never 0.</p>"]
+            "&mdash;, never 0.</p>", _read_note(loaded)]
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         body += s.parts
