@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 import compressors
 from backbones import DTYPES, PREPROCESS, fingerprint
 from records.store import run_key
+from runners.schema import portable
 
 _MODEL_KEYS = ("name", "pretrained")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 class ConfigError(ValueError):
@@ -43,6 +50,12 @@ def _compressor(cfg: DictConfig) -> tuple[str, dict[str, Any], float | None]:
     if name is None:
         raise ConfigError("compressor config has no `name`; choose one of configs/compressor/")
     retention = cfg.retention
+    if params.get("tau") is not None and retention is not None:
+        raise ConfigError(
+            f"compressor {name!r}: compressor.tau={params['tau']} (threshold mode: the token "
+            f"count emerges) and retention={retention} (a budget) exclude each other; drop "
+            "retention=... (it defaults to null in threshold mode), or set compressor.tau=null"
+        )
     if name == "none" or params.get("tau") is not None:
         retention = None  # the full model, or SCC's threshold mode: the count emerges
     elif retention is None or not (0.0 < float(retention) <= 1.0) or math.isnan(retention):
@@ -66,6 +79,74 @@ def _check_model(model: dict[str, Any]) -> None:
     if model.get("preprocess") is not None and model["preprocess"] not in PREPROCESS:
         raise ConfigError(f"model.preprocess must be one of {PREPROCESS} (or null: by the "
                           f"checkpoint's layout), got {model['preprocess']!r}")
+    frames = model.get("max_frames_num", 1)
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ConfigError(f"model.max_frames_num must be an integer >= 1, got {frames!r}")
+    attention = model.get("attn_implementation", "sdpa")
+    if attention not in ATTENTION:
+        raise ConfigError(f"model.attn_implementation must be one of {ATTENTION}, "
+                          f"got {attention!r}")
+    _check_pretrained(str(model["pretrained"]), creatable=bool(model.get("create_if_missing")))
+
+
+def _check_pretrained(pretrained: str, creatable: bool) -> None:
+    """A local `model.pretrained` (starts with '.', '/' or '~', or exists) must be a checkpoint
+    directory: its config.json (a transformers or a LLaVA-NeXT one) is what every loader reads
+    first. Anything else is a hub id, left to the hub."""
+    path = Path(pretrained).expanduser()
+    if not (pretrained.startswith((".", "/", "~")) or path.exists()):
+        return
+    if not path.exists():
+        if creatable:
+            return  # the runner writes it (create_if_missing)
+        raise ConfigError(f"model.pretrained={pretrained}: no such directory; give a local "
+                          "checkpoint directory (with config.json) or a Hugging Face hub id "
+                          "such as llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
+    if not (path / "config.json").is_file():
+        what = "a file" if path.is_file() else "a directory without config.json"
+        raise ConfigError(f"model.pretrained={pretrained} is {what}, not a checkpoint; point it "
+                          "at the directory holding config.json and the weights")
+
+
+@functools.cache
+def task_manager(include_path: str | None) -> Any:
+    """lmms-eval's task index (seconds to build), once per include path and process."""
+    from lmms_eval.tasks import TaskManager
+
+    if include_path == "scissorbench":
+        from harness import tasks_dir
+
+        include_path = tasks_dir()
+    return TaskManager(include_path=include_path) if include_path else TaskManager()
+
+
+def _check_tasks(names: list[str], include_path: str | None) -> None:
+    """Every name of `task.names` is a task, group or tag of lmms-eval's index for the include
+    path; an unknown one fails here, with its close matches, not after the model loads."""
+    known = task_manager(include_path).all_tasks
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=5)
+            hint = f"did you mean {', '.join(close)}?" if close else "see `lmms-eval --tasks list`"
+            where = f" (include_path={include_path})" if include_path else ""
+            raise ConfigError(f"task {name!r} is not in lmms-eval's task index{where}; {hint}")
+
+
+def check_results_dir(results_dir: str) -> None:
+    """`results_dir` can be created and written (a record, its lock, its temporary file),
+    checked before any job runs rather than after an evaluation."""
+    root = Path(results_dir).expanduser()
+    fix = "choose another results_dir=... or fix its permissions"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise ConfigError(f"results_dir={results_dir} is a file, not a folder; {fix}") from None
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ConfigError(f"results_dir={results_dir} is not writable ({why}); {fix}") from None
 
 
 def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
@@ -84,6 +165,8 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
     names = list(cfg.task.names)
     if not names:
         raise ConfigError("task.names is empty; choose a task config from configs/task/")
+    _check_tasks(names, cfg.task.get("include_path"))
+    check_results_dir(str(cfg.results_dir))
     # a local checkpoint's weights are part of the key (a retrained one is recomputed); one
     # the runner writes itself (create_if_missing) is a function of the code version already
     weights = None if model.get("create_if_missing") else fingerprint(str(model["pretrained"]))
@@ -98,5 +181,13 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
             "limit": cfg.limit,
             "seed": cfg.seed,
         }
-        runs.append(Run(run_key(settings, keyed), settings, cfg.task.get("include_path"), keyed))
+        runs.append(Run(run_key(key_settings(settings), keyed), settings,
+                        cfg.task.get("include_path"), keyed))
     return runs
+
+
+def key_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a key hashes: a shipped checkpoint named relative to the package, so that
+    its runs have the same key in every clone (the settings keep the absolute path to load)."""
+    model = {**settings["model"], "pretrained": portable(str(settings["model"]["pretrained"]))}
+    return {**settings, "model": model}

@@ -56,7 +56,8 @@ def test_keys_separate_what_changes_the_numbers_and_merge_the_full_model():
     assert key("retention=0.5") != key("retention=0.35")
     assert key("compressor=scc") != key("compressor=scc_tau")
     assert key("compressor=none", "retention=0.5") == key("compressor=none", "retention=0.1")
-    assert key("compressor=scc_tau", "retention=0.5") == key("compressor=scc_tau", "retention=0.1")
+    # threshold mode: retention defaults to null (a retention given with tau is an error)
+    assert key("compressor=scc_tau") == key("compressor=scc_tau", "retention=null")
 
 
 @pytest.mark.parametrize(
