@@ -13,7 +13,9 @@ cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False), `p
 ("llava_next": LLaVA-NeXT's SigLIP processor, PIL bicubic, as the official code; "hf":
 transformers' processor; default by the checkpoint's layout, `backbones.load`),
 `records_path` (a JSONL of per-request records, appended to; with several processes each rank
-writes `<stem>.rank<r><suffix>`), `feature_cache` (a folder: vision features per video, shared
+writes `<stem>.rank<r><suffix>`; it is also the journal a killed run resumes from: a request
+whose record a model of the same `identity()` already wrote without error is answered from it,
+not recomputed), `feature_cache` (a folder: vision features per video, shared
 by every configuration of a sweep; `harness.feature_cache`), and any hyper-parameter of
 the compressor (`tau=0.9`, `layer=3`, `merge=true`, ...). "true"/"false"/"none"/numbers are
 parsed. The compressor is built (and its parameters validated) before the model loads, so a
@@ -31,7 +33,8 @@ included; `prefill_flops_ratio_visual` counts visual tokens only, the paper's Ta
 convention), timings (video_decode, vision, compress, prefill, decode), peak memory and error.
 A video that cannot be read (or a visual form it does not read, e.g. a dict) gives that
 request an error record (its reason), an empty answer (generate_until) or an infinite loss
-(loglikelihood); the run goes on.
+(loglikelihood); the run goes on, with the feature cache on too (a missing file is a cache
+miss, then the decoder's error). Rank 0 shows a tqdm progress bar per request list.
 
 Protocol of lmms-eval 0.7.3's `llava_onevision`, followed here: `max_new_tokens` 1024 when a
 task gives none, the task's `until` ignored (decoding ends at `<|im_end|>`; `honour_until=true`
@@ -52,6 +55,13 @@ lmms-eval 0.7.3 details this relies on (read from its code):
   calls `.text.strip()` on every GenerationResult; a failed request strips to "" and is not
   cached. Pairs served from that cache come back as str(list) in 0.7.3 whatever the model
   returns; the synthetic_video_qa_mc scorer parses that form too.
+- the response cache keys a model instance by `str(model)` (`ResponseCache.create`), so the
+  model's repr is its settings (`identity`), the same in every process: a rerun in a new
+  process is served from the cache. It stores a request list's answers only after the model
+  returns the whole list (`ResponseCache.execute`; one list per request type, all tasks of a
+  `simple_evaluate` call together), and a killed run's entries live in its own
+  `runs/<run id>/` until it finishes (`LMMS_CACHE_RUN_ID` fixes the id): finished calls
+  resume, a call killed midway is recomputed.
 - data parallel: lmms-eval gives each rank its shard of documents and gathers the per-rank
   results; the model only needs `_rank`, `_world_size` and `device`. Ranks with fewer
   documents get padding clones of their last request (metadata `__padding_only__`), whose
@@ -61,6 +71,7 @@ lmms-eval 0.7.3 details this relies on (read from its code):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -74,6 +85,7 @@ from typing import Any, NamedTuple
 import torch
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
+from tqdm import tqdm
 
 import compressors
 from backbones import DTYPES
@@ -166,6 +178,43 @@ def _info(prepared: Any) -> dict[str, Any]:
     return {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in info.items()}
 
 
+def _digest(value: Any) -> str:
+    """16 hex digits of the SHA-256 of `value`'s canonical JSON."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_journal(records_path: str | None, identity: str) -> dict[str, dict[str, Any]]:
+    """{request key: record} of the finished requests in the records files of every rank
+    (`<stem>*<suffix>`) that this model identity wrote: what a killed run already computed.
+    Lines cut short by a kill, failed samples and other identities are left out."""
+    if not records_path:
+        return {}
+    base = Path(records_path)
+    journal: dict[str, dict[str, Any]] = {}
+    for path in sorted(base.parent.glob(f"{base.stem}*{base.suffix}")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if (isinstance(record, dict) and record.get("identity") == identity
+                    and record.get("error") is None and record.get("request_key")):
+                journal[record["request_key"]] = record
+    return journal
+
+
+def _counts_of(record: dict[str, Any]) -> VisualTokenCounts:
+    """The token counts of a journaled answer, as `_token_counts` gave them."""
+    return VisualTokenCounts(
+        input_tokens=int(record["prompt_tokens"]),
+        output_tokens=int(record.get("generated_tokens") or 0),
+        visual_tokens=int(record["visual_tokens"]),
+        visual_tokens_fed=int(record["visual_tokens_fed"]),
+        achieved_retention=float(record["achieved_retention"]),
+    )
+
+
 def _flag(name: str, value: Any) -> bool:
     """A true/false model argument (command-line strings parsed), else ValueError."""
     value = parse_value(value)
@@ -239,6 +288,9 @@ class ScissorBench(lmms):
         if self.records_path is not None:  # appended to: a resumed run keeps earlier records
             self.records_path.parent.mkdir(parents=True, exist_ok=True)
         self._load_model(pretrained, attn_implementation, video_newline, preprocess, feature_cache)
+        self._identity_key = _digest(self.identity())
+        self._journal = _read_journal(records_path, self._identity_key)
+        self.resumed = 0  # requests answered from the journal in this process
         self._full_flops: dict[tuple[int, int], int] = {}
         self._prepared_key: tuple | None = None
         self._prepared: Any = None
@@ -290,6 +342,8 @@ class ScissorBench(lmms):
         import backbones
 
         self.pretrained = pretrained
+        self.attn_implementation, self.video_newline = attn_implementation, video_newline
+        self.weights_fingerprint = backbones.fingerprint(pretrained)
         self.llm = backbones.load(
             pretrained,
             dtype=self.dtype,
@@ -299,9 +353,7 @@ class ScissorBench(lmms):
             preprocess=preprocess,
         )
         self._check_in_llm_layer()
-        model_id = (
-            f"{pretrained}|{backbones.fingerprint(pretrained)}|{self.dtype}|{self.llm.preprocess}"
-        )
+        model_id = f"{pretrained}|{self.weights_fingerprint}|{self.dtype}|{self.llm.preprocess}"
         self.features = (
             FeatureCache(feature_cache, model_id, self.max_frames_num) if feature_cache else None
         )
@@ -318,6 +370,35 @@ class ScissorBench(lmms):
                 f"{name} layer={layer} must be in [1, {self.llm.num_layers - 1}] for this "
                 f"{self.llm.num_layers}-layer LLM ({self.pretrained})"
             )
+
+    def identity(self) -> dict[str, Any]:
+        """Every setting that changes an answer (not rank, device, records_path or
+        feature_cache): checkpoint and weights digest, compressor and parameters, retention,
+        frames, dtype, preprocessing, attention, video newline, honour_until."""
+        return {
+            "pretrained": self.pretrained,
+            "weights": self.weights_fingerprint,
+            "compressor": self.compressor_name,
+            "params": dict(self.compressor.params),
+            "retention": self.retention,
+            "max_frames_num": self.max_frames_num,
+            "dtype": self.dtype,
+            "preprocess": self.llm.preprocess,
+            "attn_implementation": self.attn_implementation,
+            "video_newline": self.video_newline,
+            "honour_until": self.honour_until,
+        }
+
+    def __repr__(self) -> str:
+        """`ScissorBench({...identity...})`, the same in every process: lmms-eval 0.7.3's
+        response cache keys a model instance by `str(model)` (caching/response_cache.py,
+        `ResponseCache.create`: `model_fp = f"{model}|{model_args_fp}"`), and the default
+        repr's memory address would make every new process miss the cache."""
+        try:
+            identity = self.identity()
+        except AttributeError:  # still being built (a failed __init__'s traceback)
+            return "ScissorBench(<not loaded>)"
+        return f"ScissorBench({json.dumps(identity, sort_keys=True, default=str)})"
 
     # lmms-eval reads these
     @property
@@ -429,6 +510,7 @@ class ScissorBench(lmms):
             "preprocess": self.llm.preprocess,
             "dtype": self.dtype,
             "honour_until": self.honour_until,
+            "identity": self._identity_key,
             "error": error,
         }
         if acc is not None:
@@ -503,21 +585,58 @@ class ScissorBench(lmms):
             self._warn_once("sample", "scissorbench decodes greedily; sampling settings ignored")
         return max_new, (until if self.honour_until else [])
 
+    def _stamp(self, doc_to_visual: Any, task: str, split: str, doc_id: int) -> list | None:
+        """What the document's visual files are now (path, size, mtime of each), so a journaled
+        answer is reused only for the same files; None (never reused) for in-memory frames or a
+        visual that cannot be read (it is then recomputed and fails as it should)."""
+        try:
+            visual = parse_visual(doc_to_visual(self._doc(task, split, doc_id)))
+            if visual.kind == "images":
+                return None
+            return [[path, os.stat(path).st_size, os.stat(path).st_mtime_ns]
+                    for path in visual.items]
+        except (VideoError, OSError):
+            return None
+
+    def _answered(self, request_key: str, stamp: list | None) -> dict[str, Any] | None:
+        """The journal's answer to this request, if an earlier process of the same model
+        (same `identity`) computed it without error from the same files (`stamp`); it joins
+        `self.records` (its line is already in the records file)."""
+        if stamp is None:
+            return None
+        done = self._journal.get(request_key)
+        if done is not None:
+            self.records.append(done)
+            self.resumed += 1
+        return done
+
     def _forget_prepared(self) -> None:
         """Drop the cached video: a new batch of requests may come from another dataset copy
         under the same task name and doc ids."""
         self._prepared_key, self._prepared, self._prepared_path = None, None, ""
 
+    def _progress(self, requests: list[Instance], kind: str) -> tqdm:
+        """A progress bar over `requests` on stderr, on rank 0 only (as lmms-eval's own
+        models): a 4,000-question run is otherwise silent for hours."""
+        return tqdm(requests, desc=f"scissorbench {kind}", disable=self._rank != 0,
+                    unit="req", dynamic_ncols=True)
+
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         self._forget_prepared()
         results: list[GenerationResult] = []
-        for request in requests:
+        for request in self._progress(requests, "generate_until"):
             if _is_padding(request):
                 results.append(GenerationResult("", None))
                 continue
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
-            base = {"doc_id": doc_id, "task": task, "split": split, "request": "generate_until"}
             max_new, until = self._gen_settings(gen_kwargs)
+            stamp = self._stamp(doc_to_visual, task, split, doc_id)
+            base = {"doc_id": doc_id, "task": task, "split": split, "request": "generate_until",
+                    "request_key": _digest([task, split, doc_id, context, max_new, until, stamp])}
+            done = self._answered(base["request_key"], stamp)
+            if done is not None:
+                results.append(GenerationResult(done["output"], _counts_of(done)))
+                continue
             try:
                 prepared, decode, path, _ = self._prepare(doc_to_visual, task, split, doc_id)
             except VideoError as err:
@@ -545,7 +664,7 @@ class ScissorBench(lmms):
         context masked). is_greedy: every one of them is the argmax."""
         self._forget_prepared()
         results: list[GenerationResult] = []
-        for request in requests:
+        for request in self._progress(requests, "loglikelihood"):
             if _is_padding(request):
                 results.append(GenerationResult(_FAILED, None))
                 continue
@@ -559,6 +678,13 @@ class ScissorBench(lmms):
                 "request": "loglikelihood",
                 "continuation": continuation,
             }
+            stamp = self._stamp(doc_to_visual, task, split, doc_id)
+            base["request_key"] = _digest([task, split, doc_id, context, continuation, stamp])
+            done = self._answered(base["request_key"], stamp)
+            if done is not None:
+                choice = Choice(float(done["output"]), bool(done["is_greedy"]))
+                results.append(GenerationResult(choice, _counts_of(done)))
+                continue
             try:
                 prepared, decode, path, reused = self._prepare(doc_to_visual, task, split, doc_id)
             except VideoError as err:
@@ -577,6 +703,7 @@ class ScissorBench(lmms):
                 output=loss,
                 logprob_sum=float(logprob),
                 scored_tokens=tokens,
+                is_greedy=bool(is_greedy),
             )
             self._record(base, acc)
             results.append(GenerationResult(Choice(loss, bool(is_greedy)), self._token_counts(acc)))

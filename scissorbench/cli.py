@@ -11,6 +11,7 @@ library is loaded.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
 from collections.abc import Callable
@@ -263,6 +264,25 @@ def reference(argv: list[str]) -> int:
     return command(argv)
 
 
+def lmms_eval(argv: list[str]) -> int:
+    """Run lmms-eval's CLI (same arguments) and exit non-zero when the evaluation failed.
+
+    lmms-eval 0.7.3 exits 0 after any failure. Here a run fails (exit 1, reasons on stderr)
+    when lmms-eval exits non-zero, writes no *_results.json with results under --output_path
+    (required; a bad task name, a model that does not load, a scorer that raises), or when a
+    scissorbench per-sample record it appended to records_path (in --model_args, every rank's
+    file) has an error (an unreadable video, scored as a wrong answer). Exit 0 otherwise;
+    2 without --output_path. 'lmms-eval --help' lists lmms-eval's own options.
+    """
+    if argv in (["-h"], ["--help"]):
+        usage = "usage: scissorbench lmms-eval LMMS_EVAL_ARGS..."
+        print(f"{usage}\n\n{inspect.cleandoc(lmms_eval.__doc__ or '')}")
+        return 0
+    from scissorbench.checked_eval import run_checked
+
+    return run_checked(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "flops": flops,
     "report": report,
@@ -274,6 +294,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "tiny-model": tiny_model,
     "train-micro": train_micro,
     "run": run,
+    "lmms-eval": lmms_eval,
 }
 
 
