@@ -26,13 +26,18 @@ or directions, never shape kinds: at 64 px a model small enough to train on a la
 colours apart far sooner than shapes. Splits are independent
 draws: ``train`` (seed 1) for `scissorbench train-micro`, ``test`` (seed 0) held out.
 
-Everything is a function of ``(seed, index)`` (``numpy.random.default_rng([seed, index])``), and
-the encoder runs single-threaded, so the same arguments give byte-identical files.
+Everything is a function of ``(seed, index)`` (``numpy.random.default_rng([seed, index])``) and
+the encoder runs single-threaded, yet the files are not always byte-identical: 20 encodings of
+one video in one process once gave 2 to 5 distinct files (decoded pixels up to 19 levels apart)
+and another time 1, and two fresh generations of the test split differed in 6 of 210 videos.
+The cause (PyAV's colour conversion or libx264) is not found yet; it moves a demo cell by about
+one question.
 
 ``build_dataset(root, n, seed, split)`` writes ``root/videos/<split>_<index>.mp4`` and
 ``root/<split>.jsonl`` (one JSON object per line: id, video (relative to root), question_type,
 question, options, answer (letter), answer_index, seed, index). The lmms-eval task in
-``tasks/synthetic_video_qa`` reads it (see ``data_root``).
+``tasks/synthetic_video_qa`` reads it from the same data root (``data_root``: $SCISSORBENCH_DATA,
+else the user cache ``~/.cache/scissorbench``).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "Item",
     "accuracy_by_type",
     "build_dataset",
+    "cache_root",
     "data_root",
     "dataset_dir",
     "extract_letter",
@@ -395,14 +401,25 @@ def read_split(root: str | os.PathLike, split: str = "test") -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def cache_root() -> Path:
+    """The user cache folder for generated data: $XDG_CACHE_HOME/scissorbench when that is an
+    absolute path, else ~/.cache/scissorbench (never the repository or the working directory)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "scissorbench"
+
+
 def data_root(default: str | os.PathLike | None = None) -> Path:
-    """scissorbench's data root: $SCISSORBENCH_DATA, else `default`, else <repo>/data."""
+    """scissorbench's data root: $SCISSORBENCH_DATA, else `default`, else the user cache
+    (`cache_root`). The runner, `synth-data`, `train-micro`, the demo and the lmms-eval task all
+    resolve it the same way, so they meet in one folder; the splits are deterministic, so one
+    copy serves every results folder."""
     value = os.environ.get(DATA_ENV, "").strip()
     if value:
         return Path(value).expanduser()
     if default is not None:
         return Path(default).expanduser()
-    return Path(__file__).resolve().parents[1] / "data"
+    return cache_root()
 
 
 def dataset_dir(root: str | os.PathLike | None = None) -> Path:

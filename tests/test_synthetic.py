@@ -219,7 +219,8 @@ def test_data_root_follows_the_environment(monkeypatch, tmp_path):
     assert data_root() == tmp_path
     assert dataset_dir() == tmp_path / "synthetic_video_qa"
     monkeypatch.delenv("SCISSORBENCH_DATA")
-    assert data_root().name == "data"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_root() == tmp_path / "cache" / "scissorbench"  # the user cache, not the repo
 
 
 def test_cli_synth_data(tmp_path, capsys):

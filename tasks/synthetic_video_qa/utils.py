@@ -1,9 +1,11 @@
 """lmms-eval glue of the synthetic_video_qa tasks: data loading, prompt, scoring.
 
-The questions come from `synthetic.task` (`scissorbench synth-data` writes them). The data
-directory is `<data root>/<dataset_path>`, the data root being the environment variable named by
-`metadata.data_env` (SCISSORBENCH_DATA) or else `metadata.data_root`, relative to this directory.
-The task reads the local JSONL index itself; nothing goes through the Hugging Face hub or cache.
+The questions come from `synthetic.task` (`scissorbench synth-data` and the runner write them).
+The data directory is `<data root>/<dataset_path>`, the data root being the environment variable
+named by `metadata.data_env` (SCISSORBENCH_DATA), else `metadata.data_root` when a variant sets
+one (relative to this directory), else the user cache (`synthetic.task.cache_root()`,
+~/.cache/scissorbench): where the runner and `synth-data` write without the variable. The task
+reads the local JSONL index itself; nothing goes through the Hugging Face hub or cache.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from lmms_eval.api.task import ConfigurableTask
 
-from synthetic.task import format_prompt, is_right, read_split
+from synthetic.task import cache_root, format_prompt, is_right, read_split
 
 _HERE = Path(__file__).resolve().parent
 
@@ -27,7 +29,12 @@ def dataset_dir(config: Any) -> Path:
     metadata = config.metadata if isinstance(config.metadata, dict) else {}
     env = metadata.get("data_env", "SCISSORBENCH_DATA")
     value = os.environ.get(env, "").strip() if env else ""
-    root = Path(value).expanduser() if value else _HERE / metadata.get("data_root", "../../data")
+    if value:
+        root = Path(value).expanduser()
+    elif metadata.get("data_root"):
+        root = _HERE / Path(metadata["data_root"]).expanduser()
+    else:
+        root = cache_root()
     return (root / (config.dataset_path or "synthetic_video_qa")).resolve()
 
 
