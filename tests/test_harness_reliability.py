@@ -26,15 +26,6 @@ MISSING = "test_00001.mp4"  # doc 1's video, deleted in the broken copies
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    from backbones.tiny import write_tiny_checkpoint
-
-    path = tmp_path_factory.mktemp("tiny") / "ckpt"
-    write_tiny_checkpoint(str(path), seed=0)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     build_dataset(root / "synthetic_video_qa", n=DOCS, seed=0)

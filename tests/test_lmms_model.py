@@ -69,15 +69,6 @@ def test_string_arguments_are_parsed_like_the_command_line():
 
 # ------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    from backbones.tiny import write_tiny_checkpoint
-
-    path = tmp_path_factory.mktemp("tiny") / "ckpt"
-    write_tiny_checkpoint(str(path), seed=0)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     build_dataset(root / "synthetic_video_qa", n=DOCS, seed=0)

@@ -133,15 +133,6 @@ def test_content_key_separates_different_frames():
 
 
 # --------------------------------------------------------------------- with a model
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    from backbones.tiny import write_tiny_checkpoint
-
-    path = tmp_path_factory.mktemp("tiny") / "ckpt"
-    write_tiny_checkpoint(str(path), seed=0)
-    return str(path)
-
-
 def test_feature_cache_never_shares_features_between_frame_lists(tiny, tmp_path):
     model = ScissorBench(
         pretrained=tiny,
