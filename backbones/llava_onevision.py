@@ -52,11 +52,7 @@ of tokenizing context-tail + continuation together (as lm-eval), else the contin
 
 from __future__ import annotations
 
-import inspect
 import math
-import resource
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,8 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import compressors
-from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+from backbones.base import Prefill, Prepared
+from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now
 from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
 from compressors.fastv import keep_indices
 
@@ -78,7 +74,7 @@ _IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
 _IMPORTANCE_CHUNK = 4  # frames per chunk of the vision attention map (memory: chunk x H x P^2)
 
 
-class LlavaOnevisionAdapter(VideoLLM):
+class LlavaOnevisionAdapter(DecoderAdapter):
     """A loaded `LlavaOnevisionForConditionalGeneration` + its processor (see module docstring).
 
     video_newline: append the model's `image_newline` embedding after the video (transformers'
@@ -98,9 +94,7 @@ class LlavaOnevisionAdapter(VideoLLM):
     ) -> None:
         if preprocess not in PREPROCESS:
             raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
-        self.model = model.eval()
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
+        self._init_decoder(model, processor)
         self.video_newline = bool(video_newline)
         self.preprocess = preprocess
         self._pixel_settings = pixel_settings(processor) if preprocess == "llava_next" else None
@@ -110,44 +104,10 @@ class LlavaOnevisionAdapter(VideoLLM):
         self._patch_grid = (side, side)
         self.grid = (math.ceil(side / 2), math.ceil(side / 2))
         self.tokens_per_frame = self.grid[0] * self.grid[1]
-        text = config.text_config
-        self.num_layers = int(text.num_hidden_layers)
-        self.hidden_size = int(text.hidden_size)
-        self.intermediate_size = int(text.intermediate_size)
-        self._lm = model.model.language_model
-        if getattr(self._lm, "has_sliding_layers", False):
-            raise NotImplementedError(
-                "backbones: sliding-window attention layers are not supported by the decoder loop"
-            )
-        if any(hasattr(layer.self_attn, "q_norm") for layer in self._lm.layers):
-            raise NotImplementedError("backbones: q/k-normalised attention (Qwen3) not supported")
-        self._stop_ids = self._stop_token_ids()
-        # The official loader shrinks the embeddings to len(tokenizer); converted checkpoints
-        # keep padded rows, whose ids no tokenizer has: logits are cut to the real vocabulary.
-        self.vocab_size = min(len(self.tokenizer), int(model.lm_head.out_features))
-        self._eager = getattr(self._lm.config, "_attn_implementation", "sdpa") == "eager"
-        self._cache_kwarg = _cache_kwarg(self._lm.layers[0])
 
     # ---------------------------------------------------------------- properties
-    @property
-    def device(self) -> torch.device:
-        return self._lm.embed_tokens.weight.device
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._lm.embed_tokens.weight.dtype
 
-    def _stop_token_ids(self) -> set[int]:
-        ids: set[int] = set()
-        eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update([eos] if isinstance(eos, int) else list(eos or []))
-        for token in (self.tokenizer.eos_token, _IM_END, "<|endoftext|>"):
-            if token is None:
-                continue
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                ids.add(token_id)
-        return ids
 
     # ------------------------------------------------------------------- prepare
     @torch.inference_mode()
@@ -212,30 +172,7 @@ class LlavaOnevisionAdapter(VideoLLM):
             info=info,
         )
 
-    def _in_llm_plan(self, compressor: Any, n_v: int) -> dict[str, int]:
-        if compressor.name != "fastv":
-            raise NotImplementedError(
-                f"backbones: in-LLM compressor {compressor.name!r} has no decoder hook here "
-                "(implemented: fastv)"
-            )
-        layer = int(compressor.params.get("layer", 3))
-        if not 1 <= layer < self.num_layers:
-            raise ValueError(
-                f"fastv layer K={layer} must be in [1, {self.num_layers - 1}] for this "
-                f"{self.num_layers}-layer LLM"
-            )
-        return {"layer": layer, "budget": compressors.budget(compressor.params["retention"], n_v)}
 
-    def _signals(self, compressor: Any, importance: Tensor | None) -> dict[str, Tensor]:
-        signals: dict[str, Tensor] = {}
-        for name in compressor.signals:
-            if name != "importance" or importance is None:
-                raise NotImplementedError(
-                    f"backbones: compressor {compressor.name!r} needs signal {name!r}, which "
-                    "this adapter does not provide before the LLM (it provides: importance)"
-                )
-            signals[name] = importance
-        return signals
 
     @torch.inference_mode()
     def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
@@ -337,14 +274,7 @@ class LlavaOnevisionAdapter(VideoLLM):
         after = f"{user_after}{_IM_END}\n{_IM_START}assistant\n"
         return before, after
 
-    def encode_text(self, text: str) -> list[int]:
-        """Token ids of `text`, no special tokens added (Qwen2 has no BOS)."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _embed(self, ids: list[int]) -> Tensor:
-        """[len(ids), D] input embeddings."""
-        index = torch.tensor(ids, dtype=torch.long, device=self.device)
-        return self._lm.embed_tokens(index)
 
     def prompt_embeddings(self, prepared: Prepared, prompt: str) -> tuple[Tensor, int]:
         """(inputs_embeds [1, S, D], index of the first visual token) for `prompt`."""
@@ -356,63 +286,9 @@ class LlavaOnevisionAdapter(VideoLLM):
         return torch.cat(parts)[None], len(before)
 
     # ------------------------------------------------------------- decoder loop
-    def _causal_mask(self, length: int) -> Tensor | None:
-        """The prefill's attention mask: None where the kernel is causal by itself (SDPA's
-        `is_causal`, FlashAttention), an additive [1, 1, S, S] causal mask under eager attention,
-        which otherwise lets every position attend to the whole sequence. A 1-token decode step
-        attends to its whole cache either way."""
-        if not self._eager or length == 1:
-            return None
-        blocked = torch.ones(length, length, dtype=torch.bool, device=self.device).triu(1)
-        mask = torch.zeros(length, length, dtype=self.dtype, device=self.device)
-        return mask.masked_fill(blocked, torch.finfo(self.dtype).min)[None, None]
 
-    def _layer(
-        self,
-        layer: Any,
-        hidden: Tensor,
-        rotary: tuple[Tensor, Tensor],
-        cache: Any,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        out = layer(
-            hidden,
-            attention_mask=mask,
-            position_ids=None,  # rotary is applied through position_embeddings
-            use_cache=cache is not None,
-            position_embeddings=rotary,
-            **{self._cache_kwarg: cache},
-        )
-        return out[0] if isinstance(out, tuple) else out
 
-    def _logits(self, hidden: Tensor) -> Tensor:
-        """[1, D] last hidden state -> [vocab] float32 logits over the tokenizer's ids only
-        (padded embedding rows never win argmax nor enter a log-softmax)."""
-        return self.model.lm_head(self._lm.norm(hidden)).float()[0, : self.vocab_size]
 
-    def last_token_attention(
-        self, layer_index: int, hidden: Tensor, rotary: tuple[Tensor, Tensor]
-    ) -> Tensor:
-        """[S] attention probabilities of the last position to every position, head-averaged.
-
-        hidden: [1, S, D] input hidden states of decoder layer `layer_index`; rotary: its
-        (cos, sin), each [1, S, head_dim]. Recomputed from the layer's own projections: q for the
-        last position, k for all (GQA: kv heads repeated); softmax in float32 over every key
-        (the last position sees the whole causal prefix).
-        """
-        layer = self._lm.layers[layer_index]
-        attn = layer.self_attn
-        head_dim = attn.head_dim
-        x = layer.input_layernorm(hidden)
-        length = x.shape[1]
-        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)  # [1, H, 1, hd]
-        k = attn.k_proj(x).view(1, length, -1, head_dim).transpose(1, 2)  # [1, KV, S, hd]
-        cos, sin = rotary
-        q = _rotate(q.float(), cos[:, -1:].float(), sin[:, -1:].float())
-        k = _rotate(k.float(), cos.float(), sin.float())
-        k = k.repeat_interleave(attn.num_key_value_groups, dim=1)  # [1, H, S, hd]
-        scores = (q @ k.transpose(-1, -2)) * attn.scaling  # [1, H, 1, S]
-        return scores.softmax(dim=-1).mean(dim=1)[0, 0]
 
     @torch.inference_mode()
     def prefill(self, prepared: Prepared, prompt: str, *, cache: bool = True) -> Prefill:
@@ -471,137 +347,19 @@ class LlavaOnevisionAdapter(VideoLLM):
         return self._logits(hidden[:, -1])
 
     # ----------------------------------------------------------------- requests
-    def generate(
-        self,
-        prepared: Prepared,
-        prompt: str,
-        *,
-        max_new_tokens: int = 32,
-        until: list[str] | None = None,
-    ) -> tuple[str, Accounting]:
-        """Greedy decoding with the KV cache; stops at an end-of-turn token, after
-        `max_new_tokens`, or at the first `until` string (which is cut off the answer)."""
-        until = [s for s in (until or []) if s]
-        started = _now(self.device)
-        pre = self.prefill(prepared, prompt)
-        prefill = _now(self.device) - started
 
-        started = _now(self.device)
-        tokens: list[int] = []
-        logits, position = pre.logits, pre.length
-        while len(tokens) < max_new_tokens:
-            token = int(logits.argmax())
-            if token in self._stop_ids:
-                break
-            tokens.append(token)
-            if until and any(s in self._decode(tokens) for s in until):
-                break
-            if len(tokens) < max_new_tokens:
-                logits = self.step(token, position, pre.cache)
-                position += 1
-        text = self._decode(tokens)
-        cut = [text.index(s) for s in until if s in text]
-        text = text[: min(cut)] if cut else text
-        decode = _now(self.device) - started
-        return text, self._accounting(prepared, pre, prefill, decode, generated=len(tokens))
 
-    def loglikelihood(
-        self, prepared: Prepared, context: str, continuation: str
-    ) -> tuple[float, bool, Accounting]:
-        """(sum of log p(continuation tokens | video, context), all tokens greedy) + accounting."""
-        after_text = self.split_prompt(context)[1]
-        after, tail = self.encode_text(after_text), self.encode_text(after_text + continuation)
-        if tail[: len(after)] == after and len(tail) > len(after):
-            target = tail[len(after) :]
-        else:
-            target = self.encode_text(continuation)
-        if not target:
-            raise ValueError("loglikelihood needs a non-empty continuation")
 
-        started = _now(self.device)
-        pre = self.prefill(prepared, context)
-        prefill = _now(self.device) - started
-        started = _now(self.device)
-        logprob, greedy = 0.0, True
-        logits, position = pre.logits, pre.length
-        for i, token in enumerate(target):
-            logprob += float(torch.log_softmax(logits, dim=-1)[token])
-            greedy = greedy and int(logits.argmax()) == token
-            if i + 1 < len(target):
-                logits = self.step(token, position, pre.cache)
-                position += 1
-        decode = _now(self.device) - started
-        acc = self._accounting(prepared, pre, prefill, decode, generated=0)
-        acc.scored_tokens = len(target)
-        return logprob, greedy, acc
-
-    def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def _accounting(
-        self, prepared: Prepared, pre: Prefill, prefill: float, decode: float, generated: int
-    ) -> Accounting:
-        return Accounting(
-            visual_tokens=prepared.visual_tokens,
-            visual_tokens_fed=prepared.visual_tokens_fed,
-            prompt_tokens=pre.length,
-            tokens_per_layer=list(pre.tokens_per_layer),
-            timings={**prepared.timings, "prefill": prefill, "decode": decode},
-            peak_memory_bytes=_peak_memory(self.device),
-            generated_tokens=generated,
-        )
 
 
 # ------------------------------------------------------------------------------ helpers
-def _cache_kwarg(layer: Any) -> str:
-    """The decoder layer's name for its KV cache: `cache` from transformers 5.24 on (where
-    `past_key_values` is deprecated for removal in 5.40), `past_key_values` before."""
-    names = inspect.signature(layer.forward).parameters
-    return "cache" if "cache" in names else "past_key_values"
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotary embedding (rotate-half form) of x [B, H, S, hd] with cos/sin [B, S, hd]."""
-    cos, sin = cos[:, None], sin[:, None]
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
-def _check_frames(frames: Any) -> np.ndarray:
-    if isinstance(frames, torch.Tensor):
-        frames = frames.cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
-        raise ValueError(
-            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}"
-        )
-    return frames
 
 
-def _bind(compressor: Any, retention: float | None) -> Any:
-    """The compressor to apply (None for the full model), with `retention` bound if given."""
-    if compressor is None or compressor.name == "none":
-        return None
-    bound = compressor.params.get("retention")
-    if retention is None or (bound is not None and math.isclose(bound, retention)):
-        return compressor
-    if bound is not None:
-        raise ValueError(
-            f"retention {retention} disagrees with the compressor's own retention {bound}"
-        )
-    return compressors.build(compressor.name, **{**compressor.params, "retention": retention})
 
 
-def _now(device: torch.device) -> float:
-    """perf_counter after the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB

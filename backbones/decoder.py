@@ -1,0 +1,307 @@
+"""The decoder loop every adapter shares: greedy generation and log-likelihood with a KV cache.
+
+An adapter (`backbones.llava_onevision`, `backbones.qwen2_5_vl`) knows its model's visual
+features, prompt layout and positions, and implements `prepare`, `prompt_embeddings`,
+`prefill` and `step`; this base class holds what is the same for every decoder-only LLM behind
+them: the stop tokens, the per-layer call with the KV cache (an explicit causal mask under
+eager attention, which has no `is_causal`), logits cut to the tokenizer's real vocabulary (the
+official loader shrinks the embeddings to len(tokenizer); converted checkpoints keep padded
+rows), FastV's attention row of the last prompt token recomputed from a layer's own q/k, the
+in-LLM plan and the model signals of a compressor, `generate`, `loglikelihood` and the
+per-sample accounting.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import compressors
+from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+
+__all__ = ["DecoderAdapter"]
+
+_IM_END = "<|im_end|>"
+
+
+class DecoderAdapter(VideoLLM):
+    """What every adapter's decoder loop shares (module docstring). A subclass calls
+    `_init_decoder(model, processor)` in its `__init__` and implements `prepare`,
+    `prompt_embeddings`, `prefill` and `step`."""
+
+    def _init_decoder(self, model: Any, processor: Any) -> None:
+        """The LLM's dimensions, stop tokens, vocabulary, attention kind and cache keyword."""
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        text = model.config.text_config
+        self.num_layers = int(text.num_hidden_layers)
+        self.hidden_size = int(text.hidden_size)
+        self.intermediate_size = int(text.intermediate_size)
+        self._lm = model.model.language_model
+        if getattr(self._lm, "has_sliding_layers", False):
+            raise NotImplementedError(
+                "backbones: sliding-window attention layers are not supported by the decoder loop"
+            )
+        if any(hasattr(layer.self_attn, "q_norm") for layer in self._lm.layers):
+            raise NotImplementedError("backbones: q/k-normalised attention (Qwen3) not supported")
+        self._stop_ids = self._stop_token_ids()
+        self.vocab_size = min(len(self.tokenizer), int(model.lm_head.out_features))
+        self._eager = getattr(self._lm.config, "_attn_implementation", "sdpa") == "eager"
+        self._cache_kwarg = _cache_kwarg(self._lm.layers[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self._lm.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._lm.embed_tokens.weight.dtype
+
+    def _stop_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else list(eos or []))
+        for token in (self.tokenizer.eos_token, _IM_END, "<|endoftext|>"):
+            if token is None:
+                continue
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return ids
+
+    def _in_llm_plan(self, compressor: Any, n_v: int) -> dict[str, int]:
+        if compressor.name != "fastv":
+            raise NotImplementedError(
+                f"backbones: in-LLM compressor {compressor.name!r} has no decoder hook here "
+                "(implemented: fastv)"
+            )
+        layer = int(compressor.params.get("layer", 3))
+        if not 1 <= layer < self.num_layers:
+            raise ValueError(
+                f"fastv layer K={layer} must be in [1, {self.num_layers - 1}] for this "
+                f"{self.num_layers}-layer LLM"
+            )
+        return {"layer": layer, "budget": compressors.budget(compressor.params["retention"], n_v)}
+
+    def _signals(self, compressor: Any, importance: Tensor | None) -> dict[str, Tensor]:
+        signals: dict[str, Tensor] = {}
+        for name in compressor.signals:
+            if name != "importance" or importance is None:
+                raise NotImplementedError(
+                    f"backbones: compressor {compressor.name!r} needs signal {name!r}, which "
+                    "this adapter does not provide before the LLM (it provides: importance)"
+                )
+            signals[name] = importance
+        return signals
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added (Qwen2 has no BOS)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _embed(self, ids: list[int]) -> Tensor:
+        """[len(ids), D] input embeddings."""
+        index = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self._lm.embed_tokens(index)
+
+    def _causal_mask(self, length: int) -> Tensor | None:
+        """The prefill's attention mask: None where the kernel is causal by itself (SDPA's
+        `is_causal`, FlashAttention), an additive [1, 1, S, S] causal mask under eager attention,
+        which otherwise lets every position attend to the whole sequence. A 1-token decode step
+        attends to its whole cache either way."""
+        if not self._eager or length == 1:
+            return None
+        blocked = torch.ones(length, length, dtype=torch.bool, device=self.device).triu(1)
+        mask = torch.zeros(length, length, dtype=self.dtype, device=self.device)
+        return mask.masked_fill(blocked, torch.finfo(self.dtype).min)[None, None]
+
+    def _layer(
+        self,
+        layer: Any,
+        hidden: Tensor,
+        rotary: tuple[Tensor, Tensor],
+        cache: Any,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        out = layer(
+            hidden,
+            attention_mask=mask,
+            position_ids=None,  # rotary is applied through position_embeddings
+            use_cache=cache is not None,
+            position_embeddings=rotary,
+            **{self._cache_kwarg: cache},
+        )
+        return out[0] if isinstance(out, tuple) else out
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """[1, D] last hidden state -> [vocab] float32 logits over the tokenizer's ids only
+        (padded embedding rows never win argmax nor enter a log-softmax)."""
+        return self.model.lm_head(self._lm.norm(hidden)).float()[0, : self.vocab_size]
+
+    def last_token_attention(
+        self, layer_index: int, hidden: Tensor, rotary: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """[S] attention probabilities of the last position to every position, head-averaged.
+
+        hidden: [1, S, D] input hidden states of decoder layer `layer_index`; rotary: its
+        (cos, sin), each [1, S, head_dim]. Recomputed from the layer's own projections: q for the
+        last position, k for all (GQA: kv heads repeated); softmax in float32 over every key
+        (the last position sees the whole causal prefix).
+        """
+        layer = self._lm.layers[layer_index]
+        attn = layer.self_attn
+        head_dim = attn.head_dim
+        x = layer.input_layernorm(hidden)
+        length = x.shape[1]
+        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)  # [1, H, 1, hd]
+        k = attn.k_proj(x).view(1, length, -1, head_dim).transpose(1, 2)  # [1, KV, S, hd]
+        cos, sin = rotary
+        q = _rotate(q.float(), cos[:, -1:].float(), sin[:, -1:].float())
+        k = _rotate(k.float(), cos.float(), sin.float())
+        k = k.repeat_interleave(attn.num_key_value_groups, dim=1)  # [1, H, S, hd]
+        scores = (q @ k.transpose(-1, -2)) * attn.scaling  # [1, H, 1, S]
+        return scores.softmax(dim=-1).mean(dim=1)[0, 0]
+
+    def generate(
+        self,
+        prepared: Prepared,
+        prompt: str,
+        *,
+        max_new_tokens: int = 32,
+        until: list[str] | None = None,
+    ) -> tuple[str, Accounting]:
+        """Greedy decoding with the KV cache; stops at an end-of-turn token, after
+        `max_new_tokens`, or at the first `until` string (which is cut off the answer)."""
+        until = [s for s in (until or []) if s]
+        started = _now(self.device)
+        pre = self.prefill(prepared, prompt)
+        prefill = _now(self.device) - started
+
+        started = _now(self.device)
+        tokens: list[int] = []
+        logits, position = pre.logits, pre.length
+        while len(tokens) < max_new_tokens:
+            token = int(logits.argmax())
+            if token in self._stop_ids:
+                break
+            tokens.append(token)
+            if until and any(s in self._decode(tokens) for s in until):
+                break
+            if len(tokens) < max_new_tokens:
+                logits = self.step(token, position, pre.cache)
+                position += 1
+        text = self._decode(tokens)
+        cut = [text.index(s) for s in until if s in text]
+        text = text[: min(cut)] if cut else text
+        decode = _now(self.device) - started
+        return text, self._accounting(prepared, pre, prefill, decode, generated=len(tokens))
+
+    def loglikelihood(
+        self, prepared: Prepared, context: str, continuation: str
+    ) -> tuple[float, bool, Accounting]:
+        """(sum of log p(continuation tokens | video, context), all tokens greedy) + accounting."""
+        after_text = self.split_prompt(context)[1]
+        after, tail = self.encode_text(after_text), self.encode_text(after_text + continuation)
+        if tail[: len(after)] == after and len(tail) > len(after):
+            target = tail[len(after) :]
+        else:
+            target = self.encode_text(continuation)
+        if not target:
+            raise ValueError("loglikelihood needs a non-empty continuation")
+
+        started = _now(self.device)
+        pre = self.prefill(prepared, context)
+        prefill = _now(self.device) - started
+        started = _now(self.device)
+        logprob, greedy = 0.0, True
+        logits, position = pre.logits, pre.length
+        for i, token in enumerate(target):
+            logprob += float(torch.log_softmax(logits, dim=-1)[token])
+            greedy = greedy and int(logits.argmax()) == token
+            if i + 1 < len(target):
+                logits = self.step(token, position, pre.cache)
+                position += 1
+        decode = _now(self.device) - started
+        acc = self._accounting(prepared, pre, prefill, decode, generated=0)
+        acc.scored_tokens = len(target)
+        return logprob, greedy, acc
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _accounting(
+        self, prepared: Prepared, pre: Prefill, prefill: float, decode: float, generated: int
+    ) -> Accounting:
+        return Accounting(
+            visual_tokens=prepared.visual_tokens,
+            visual_tokens_fed=prepared.visual_tokens_fed,
+            prompt_tokens=pre.length,
+            tokens_per_layer=list(pre.tokens_per_layer),
+            timings={**prepared.timings, "prefill": prefill, "decode": decode},
+            peak_memory_bytes=_peak_memory(self.device),
+            generated_tokens=generated,
+        )
+
+
+# ------------------------------------------------------------------------------ helpers
+def _cache_kwarg(layer: Any) -> str:
+    """The decoder layer's name for its KV cache: `cache` from transformers 5.24 on (where
+    `past_key_values` is deprecated for removal in 5.40), `past_key_values` before."""
+    names = inspect.signature(layer.forward).parameters
+    return "cache" if "cache" in names else "past_key_values"
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding (rotate-half form) of x [B, H, S, hd] with cos/sin [B, S, hd]."""
+    cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _check_frames(frames: Any) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(
+            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}"
+        )
+    return frames
+
+
+def _bind(compressor: Any, retention: float | None) -> Any:
+    """The compressor to apply (None for the full model), with `retention` bound if given."""
+    if compressor is None or compressor.name == "none":
+        return None
+    bound = compressor.params.get("retention")
+    if retention is None or (bound is not None and math.isclose(bound, retention)):
+        return compressor
+    if bound is not None:
+        raise ValueError(
+            f"retention {retention} disagrees with the compressor's own retention {bound}"
+        )
+    return compressors.build(compressor.name, **{**compressor.params, "retention": retention})
+
+
+def _now(device: torch.device) -> float:
+    """perf_counter after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
+
