@@ -48,7 +48,9 @@ def load(
     video_newline: bool = False,
     preprocess: str | None = None,
 ) -> VideoLLM:
-    """Load a LLaVA-OneVision checkpoint (hub id or local directory) as a `VideoLLM`.
+    """Load a LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory) as a
+    `VideoLLM`; the adapter is chosen by the checkpoint config's `model_type`
+    ("qwen2_5_vl": `Qwen25VLAdapter`, anything else: `LlavaOnevisionAdapter` as before).
 
     pretrained:          hub id (e.g. "llava-hf/llava-onevision-qwen2-0.5b-ov-hf") or a local
                          directory; a LLaVA-NeXT checkpoint is converted once first
@@ -70,7 +72,7 @@ def load(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     check_preprocess(preprocess)
     import torch
-    from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+    from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
 
     from backbones.llava_next import ensure_converted, is_converted
     from backbones.llava_onevision import LlavaOnevisionAdapter
@@ -78,6 +80,9 @@ def load(
     path = ensure_converted(pretrained)
     torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
+        kind = getattr(AutoConfig.from_pretrained(path), "model_type", "llava_onevision")
+        if kind == "qwen2_5_vl":
+            return _load_qwen2_5_vl(path, torch_dtype, device, attn_implementation)
         processor = AutoProcessor.from_pretrained(path)
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(
             path, dtype=torch_dtype, attn_implementation=attn_implementation
@@ -94,6 +99,20 @@ def load(
     return LlavaOnevisionAdapter(
         model, processor, video_newline=video_newline, preprocess=preprocess
     )
+
+
+def _load_qwen2_5_vl(path: str, dtype: Any, device: str, attn_implementation: str) -> VideoLLM:
+    """A Qwen2.5-VL checkpoint as `Qwen25VLAdapter` (its processor; lmms-eval's pixel bounds).
+    `video_newline` and `preprocess` do not apply (the processor's preprocessing always)."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from backbones.qwen2_5_vl import Qwen25VLAdapter
+
+    processor = AutoProcessor.from_pretrained(path)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        path, dtype=dtype, attn_implementation=attn_implementation
+    )
+    return Qwen25VLAdapter(model.to(device), processor)
 
 
 def fingerprint(pretrained: str) -> str | None:

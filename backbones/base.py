@@ -80,6 +80,11 @@ class Prepared:
                    importance map when the method asks for one), "compress" (the pre-LLM
                    method; FastV's selection happens in the prefill).
     info:          facts of the compression (the compressor's `out.info`, achieved retention).
+    grid:          (H, W) of this video's per-frame token grid where it varies per video
+                   (Qwen2.5-VL); None: the adapter's fixed `grid`.
+    source_index:  [V] long, the input token (of the N_v) whose position each fed visual token
+                   takes (adapters that keep original positions, e.g. M-RoPE); None: unused.
+    rope:          adapter-specific position facts (Qwen2.5-VL: {"second_per_grid_t": s}).
     """
 
     visual: Tensor
@@ -89,6 +94,9 @@ class Prepared:
     in_llm: dict[str, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    grid: tuple[int, int] | None = None
+    source_index: Tensor | None = None
+    rope: dict[str, float] | None = None
 
     @property
     def visual_tokens_fed(self) -> int:

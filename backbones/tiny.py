@@ -32,29 +32,32 @@ __all__ = [
     "save_checkpoint",
     "wrap_tokenizer",
     "write_tiny_checkpoint",
+    "write_tiny_qwen2_5_vl",
 ]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
 
-def byte_tokenizer():
-    """Byte-level BPE over the 256 byte symbols (no merges) + the special tokens."""
+def byte_tokenizer(extra: tuple[str, ...] = ()):
+    """Byte-level BPE over the 256 byte symbols (no merges) + the special tokens (+ `extra`)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
-    return wrap_tokenizer(Tokenizer(models.BPE(vocab=vocab, merges=[])))
+    return wrap_tokenizer(Tokenizer(models.BPE(vocab=vocab, merges=[])), extra=extra)
 
 
-def wrap_tokenizer(core: Any) -> Any:
+def wrap_tokenizer(
+    core: Any, extra: tuple[str, ...] = (), chat_template: str = CHAT_TEMPLATE
+) -> Any:
     """A `tokenizers.Tokenizer` (BPE model) as the fast tokenizer of a qwen_2-style checkpoint:
-    byte-level pre-tokenizer and decoder, the special tokens, the chat template."""
+    byte-level pre-tokenizer and decoder, the special tokens (+ `extra`), the chat template."""
     from tokenizers import decoders, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
-    core.add_special_tokens(SPECIAL_TOKENS)
+    core.add_special_tokens(SPECIAL_TOKENS + list(extra))
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",
@@ -62,7 +65,7 @@ def wrap_tokenizer(core: Any) -> Any:
         unk_token=None,
         bos_token=None,
         model_max_length=4096,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 
@@ -201,3 +204,121 @@ def save_checkpoint(model: Any, processor: Any, path: str | Path) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------------- Qwen2.5-VL
+QWEN_VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+# Qwen2-VL's conversation (the hub checkpoints' template, written here in our own words): the
+# default system prompt, each image / video as <|vision_start|><|..._pad|><|vision_end|> where it
+# stands in the content, text as is; no newline between the video and the text.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def write_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, **geometry: Any) -> Path:
+    """Write a random `Qwen2_5_VLForConditionalGeneration` checkpoint (+ processor) to `path`.
+
+    Toy sizes of the real architecture: a vision tower of 2 blocks (32 wide, 4 heads; 2 px
+    patches, temporal patch 2, window attention in 16 px windows for block 0, full attention in
+    block 1, the 2x2 patch merger to 64), a Qwen2 decoder of 4 layers (64 wide, 4 query / 2
+    key-value heads, head_dim 16, M-RoPE sections [2, 3, 3] = head_dim / 2). The processor's
+    video pixel bounds are lmms-eval's qwen2_5_vl defaults counted in merged tokens (256 and
+    2048 tokens' worth of (patch x merge)^2 pixels; 200704 and 1605632 px on the 7B), so 56 x 56
+    frames resize to 64 x 64: 32 x 32 patches, 16 x 16 = 256 tokens per temporal patch.
+    `geometry` overrides `build_qwen2_5_vl`'s sizes. Returns the path.
+    """
+    tokenizer = byte_tokenizer(extra=QWEN_VL_TOKENS)
+    tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+    model, processor = build_qwen2_5_vl(tokenizer, seed, **geometry)
+    return save_checkpoint(model, processor, path)
+
+
+def build_qwen2_5_vl(
+    tokenizer: Any,
+    seed: int = 0,
+    *,
+    vision_layers: int = 2,
+    llm_layers: int = 4,
+    patch_size: int = 2,
+    window_size: int = 16,
+    vision_hidden: int = 32,
+    vision_heads: int = 4,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    heads: int = 4,
+    kv_heads: int = 2,
+    initializer_range: float = 0.2,
+) -> tuple[Any, Any]:
+    """A freshly initialised `Qwen2_5_VLForConditionalGeneration` around `tokenizer` and its
+    processor -> (model, processor). Seeded: same seed, same weights."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + list(QWEN_VL_TOKENS)}
+    head_dim = hidden_size // heads
+    third = head_dim // 2 // 3
+    mrope = [head_dim // 2 - 2 * third, third, third]
+    vision = {
+        "depth": vision_layers, "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden, "num_heads": vision_heads,
+        "patch_size": patch_size, "temporal_patch_size": 2, "spatial_merge_size": 2,
+        "window_size": window_size, "out_hidden_size": hidden_size, "tokens_per_second": 2,
+        "fullatt_block_indexes": [vision_layers - 1], "initializer_range": initializer_range,
+    }
+    text = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size, "num_hidden_layers": llm_layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 4096, "initializer_range": initializer_range,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                            "mrope_section": mrope},
+        "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
+    }
+    config = Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    with torch.no_grad():  # vision weights at the same scale as the LLM's
+        for name, param in model.model.visual.named_parameters():
+            if name.endswith("weight") and param.dim() >= 2:
+                param.normal_(0.0, initializer_range)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
+    )
+    return model, _qwen_processor(tokenizer, patch_size)
+
+
+def _qwen_processor(tokenizer: Any, patch_size: int) -> Any:
+    """Qwen2.5-VL's processor at the tiny patch size; pixel bounds as `write_tiny_qwen2_5_vl`."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    unit = (patch_size * 2) ** 2  # pixels of one merged token
+    common = {
+        "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2,
+        "size": {"shortest_edge": 256 * unit, "longest_edge": 2048 * unit},
+    }
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )

@@ -134,6 +134,11 @@ def _prepare_assets(cfg: DictConfig, runs: list[Run]) -> None:
 
         log.info("writing the tiny checkpoint to %s", model.pretrained)
         write_tiny_checkpoint(model.pretrained)
+    if model.get("create_if_missing") == "tiny_qwen2_5_vl" and not Path(model.pretrained).exists():
+        from backbones.tiny import write_tiny_qwen2_5_vl
+
+        log.info("writing the tiny Qwen2.5-VL checkpoint to %s", model.pretrained)
+        write_tiny_qwen2_5_vl(model.pretrained)
     if any(r.include_path == "scissorbench" for r in runs):
         from synthetic.task import (
             SPLIT_SEEDS,

@@ -1,0 +1,360 @@
+"""Qwen2.5-VL (transformers' `Qwen2_5_VLForConditionalGeneration`) as a `VideoLLM`.
+
+Follows transformers 5.24's `Qwen2_5_VLForConditionalGeneration` (vision tower, placeholder
+splice, `get_rope_index`, decoding with `rope_deltas`) and lmms-eval 0.7.3's `qwen2_5_vl`
+model (its video pixel bounds and its chat message). The adapter reaches into the model in
+three places:
+
+1. **Visual tokens** (`encode`): the checkpoint's processor (Qwen2VLVideoProcessor: smart
+   resize to multiples of patch x merge within [min_pixels, max_pixels], frames padded by
+   repeating the last one when T is odd, temporal patches of 2) gives `pixel_values_videos`,
+   `video_grid_thw` and `second_per_grid_ts`; the model's own `get_video_features` (patch embed,
+   window / full attention blocks, 2x2 patch merger) gives the tokens, row-major per temporal
+   patch: [T', H' * W', D] with T' = ceil(T / 2) and the merged grid (H', W'), which varies with
+   the frame size (`Prepared.grid`). Pixel bounds default to lmms-eval's (min_pixels 256*28*28,
+   max_pixels 1605632), counted in merged tokens (256 and 2048 tokens' worth of
+   (patch x merge)^2 pixels) so that a toy patch size scales them. VisionZip's importance is
+   the attention each patch receives in the last vision block (full attention in the 7B),
+   averaged over heads and queries, then over the 2x2 patches of each merged token.
+2. **Positions** (METHODS.md section 11): M-RoPE ids of the FULL sequence (all N_v video pads)
+   from the model's own `get_rope_index`; the LLM receives, for a pre-LLM compressor, the
+   positions of the tokens it keeps: a selection (`out.kept`) keeps its tokens' (t, h, w); a
+   merged token takes its representative's. The compressors expose no representative beyond
+   `kept`, so a merged / pooled output takes the position of the FIRST (lowest-index) input
+   token assigned to it (VisionZip contextual: the first token of its cluster, not the target;
+   PLLaVA: the top-left token of its window); an output with no assigned token takes its
+   predecessor's. Text keeps its full-sequence positions; decoding continues from the full
+   sequence (`rope_deltas`), so compression never shifts the text.
+3. **The decoder loop** (`prefill`, `step`): our own loop over the text model's layers, as in
+   `backbones.llava_onevision` (embed, rotary cos/sin from the model's `rotary_emb` on the 3-D
+   position ids, layers with a `DynamicCache`, norm, `lm_head`, logits cut to len(tokenizer);
+   under eager attention an explicit causal mask). **FastV** prunes at layer K: the attention
+   row of the last prompt token is recomputed from layer K-1's q/k with its M-RoPE rotary, and
+   the dropped tokens leave the hidden states and the cos/sin rows (original positions kept).
+
+Prompt (lmms-eval `qwen2_5_vl`: system message, then the user turn with the video first and
+the context as text, through the Qwen2-VL chat template, `add_generation_prompt=True`):
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
+    <|vision_start|><|video_pad|>...<|vision_end|>{prompt}<|im_end|>\\n<|im_start|>assistant\\n
+
+(no newline between the video and the text; lmms-eval strips `<image>` from the context; so
+does this adapter, and `<video>` likewise). Visual tokens are spliced as embeddings between
+`<|vision_start|>` and `<|vision_end|>`. `generate`, `loglikelihood`, the layer call, logits
+and accounting are the shared decoder loop's (`backbones.decoder.DecoderAdapter`): they only
+call `prefill`, `step` and the accounting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from backbones.base import Prefill, Prepared
+from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now
+from compressors.fastv import keep_indices
+
+__all__ = [
+    "LMMS_MAX_TOKENS", "LMMS_MIN_TOKENS", "SYSTEM_PROMPT", "Qwen25VLAdapter", "representatives",
+]
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+LMMS_MIN_TOKENS = 256  # lmms-eval qwen2_5_vl min_pixels = 256 * 28 * 28
+LMMS_MAX_TOKENS = 2048  # lmms-eval qwen2_5_vl max_pixels = 1605632 = 2048 * 28 * 28
+_VIDEO_START, _VIDEO_END = "<|vision_start|>", "<|vision_end|>"
+
+
+def _mrope_cache() -> Any:
+    """A `DynamicCache` that also carries the decode position offset (full - fed length)."""
+    from transformers import DynamicCache
+
+    class MropeCache(DynamicCache):
+        offset: int = 0
+
+    return MropeCache
+
+
+class Qwen25VLAdapter(DecoderAdapter):
+    """A loaded `Qwen2_5_VLForConditionalGeneration` + its processor (see module docstring).
+
+    min_pixels, max_pixels: per-frame pixel bounds of the video resize; None: lmms-eval's
+                            defaults (`LMMS_MIN_TOKENS`, `LMMS_MAX_TOKENS` merged tokens).
+    `grid` / `tokens_per_frame` are those of the last encoded video (they vary per video; each
+    `Prepared` holds its own `grid`).
+    """
+
+    preprocess = "hf"
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        self._init_decoder(model, processor)
+        vision = model.config.vision_config
+        self._merge = int(vision.spatial_merge_size)
+        self._temporal = int(vision.temporal_patch_size)
+        unit = (int(vision.patch_size) * self._merge) ** 2
+        self.pixels = {
+            "shortest_edge": min_pixels or LMMS_MIN_TOKENS * unit,
+            "longest_edge": max_pixels or LMMS_MAX_TOKENS * unit,
+        }
+        self.grid, self.tokens_per_frame = (0, 0), 0
+        self._video_id = int(model.config.video_token_id)
+
+    # ------------------------------------------------------------------- encode
+    def processor_inputs(self, frames: np.ndarray) -> dict[str, Tensor]:
+        """The processor's own video inputs for uint8 frames [T, H, W, 3]: pixel_values_videos
+        [P, C*2*p*p], video_grid_thw [1, 3], second_per_grid_ts [1] (as lmms-eval calls it:
+        no fps given, so the processor's default sampled fps)."""
+        inputs = self.processor(
+            text=[self.processor.video_token], videos=[_check_frames(frames)],
+            videos_kwargs={"size": self.pixels}, return_tensors="pt",
+        )
+        return {k: inputs[k] for k in ("pixel_values_videos", "video_grid_thw",
+                                      "second_per_grid_ts")}
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
+        """(tokens [T', H', W', D], importance [T', H' * W'] float32 or None) of uint8 frames.
+
+        Four-dimensional so that a cached encoding (the sweep's feature cache) keeps its grid;
+        `second_per_grid_ts` is recomputed from T in `prepare` (the processor's rule)."""
+        inputs = self.processor_inputs(frames)
+        grid_thw = inputs["video_grid_thw"].to(self.device)
+        pixels = inputs["pixel_values_videos"].to(self.device, self.dtype)
+        t, h, w = (int(x) for x in grid_thw[0])
+        hook = self._capture_last_block() if importance else None
+        try:
+            out = self.model.model.get_video_features(
+                pixel_values_videos=pixels, video_grid_thw=grid_thw, return_dict=True
+            )
+        finally:
+            captured = hook[1] if hook else None
+            if hook:
+                hook[0].remove()
+        tokens = out.pooler_output[0].reshape(t, h // self._merge, w // self._merge, -1)
+        received = self._importance(captured, grid_thw) if importance else None
+        return tokens, received
+
+    def _capture_last_block(self) -> tuple[Any, dict]:
+        captured: dict[str, Any] = {}
+
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+            captured["cu_seqlens"] = kwargs["cu_seqlens"]
+            captured["rotary"] = kwargs["position_embeddings"]
+
+        block = self.model.model.visual.blocks[-1]
+        return block.register_forward_pre_hook(hook, with_kwargs=True), captured
+
+    def _importance(self, captured: dict, grid_thw: Tensor) -> Tensor:
+        """Attention each patch receives in the last vision block (its own attention segments),
+        head- and query-averaged, averaged over each merged token's patches: [T', H'*W']."""
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+            apply_rotary_pos_emb_vision,
+            get_vision_window_index,
+        )
+
+        visual = self.model.model.visual
+        block = visual.blocks[-1]
+        attn = block.attn
+        x = block.norm1(captured["hidden"])
+        q, k, _ = attn.qkv(x).float().reshape(len(x), 3, attn.num_heads, -1).unbind(1)
+        cos, sin = captured["rotary"]
+        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+        bounds = captured["cu_seqlens"].tolist()
+        received = torch.zeros(len(x), device=x.device)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            qs, ks = q[lo:hi].transpose(0, 1), k[lo:hi].transpose(0, 1)  # [H, n, hd]
+            probs = ((qs @ ks.transpose(-1, -2)) * attn.scaling).softmax(dim=-1)
+            received[lo:hi] = probs.mean(dim=0).mean(dim=0)
+        merged = received.view(-1, self._merge**2).mean(dim=1)  # window order
+        window_index, _ = get_vision_window_index(
+            grid_thw, spatial_merge_size=self._merge, window_size=visual.window_size,
+            patch_size=visual.patch_size, kwargs={},
+        )
+        merged = merged[torch.argsort(window_index.to(merged.device))]
+        t = int(grid_thw[0, 0])
+        return merged.view(t, -1)
+
+    # ------------------------------------------------------------------ prepare
+    @torch.inference_mode()
+    def prepare(
+        self,
+        frames: np.ndarray | None,
+        compressor: Any = None,
+        retention: float | None = None,
+        *,
+        encoded: tuple[Tensor, Tensor | None] | None = None,
+    ) -> Prepared:
+        """Encode uint8 frames [T, H, W, 3]; apply a pre-LLM compressor (see the module doc).
+
+        Compressors see [T', H'*W', D] with grid (H', W'). The prepared video holds its grid,
+        `source_index` (the input token whose M-RoPE position each fed token takes) and the
+        temporal interval (`rope`), from which the prefill rebuilds the full sequence's ids.
+        encoded: (tokens [T', H', W', D], importance or None) from an earlier `encode`.
+        """
+        compressor = _bind(compressor, retention)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        wants = compressor is not None and "importance" in compressor.signals
+        started = _now(self.device)
+        if encoded is None:
+            frames = _check_frames(frames)
+            tokens, importance = self.encode(frames, importance=wants)
+        else:
+            tokens, importance = encoded
+            if wants and importance is None:
+                raise ValueError("the cached features lack the importance this compressor needs")
+            tokens = tokens.to(self.device, self.dtype)
+            importance = None if importance is None else importance.to(self.device)
+        t, h, w, dim = tokens.shape
+        self.grid, self.tokens_per_frame = (h, w), h * w
+        video = tokens.reshape(t, h * w, dim)
+        seconds = self._temporal / self._default_fps()
+        vision = _now(self.device) - started
+
+        started = _now(self.device)
+        n_v = t * h * w
+        in_llm, info, index = None, {"achieved_retention": 1.0}, torch.arange(n_v)
+        if compressor is None:
+            visual = video.reshape(n_v, dim)
+        elif compressor.stage == "in_llm":
+            in_llm = self._in_llm_plan(compressor, n_v)
+            visual = video.reshape(n_v, dim)
+            info = {"achieved_retention": in_llm["budget"] / n_v, "layer": in_llm["layer"]}
+        else:
+            signals = self._signals(compressor, importance)
+            result = compressor(video, grid=(h, w), **signals)
+            visual = result.tokens.to(self.dtype)
+            index = representatives(result.kept, result.assignment, result.num_output)
+            info = {**result.info, "achieved_retention": result.achieved_retention}
+        compress = _now(self.device) - started
+        return Prepared(
+            visual=visual, frames=t, visual_tokens=n_v, compressor=compressor, in_llm=in_llm,
+            timings={"vision": vision, "compress": compress}, info=info, grid=(h, w),
+            source_index=index.cpu(), rope={"second_per_grid_t": seconds},
+        )
+
+    def _default_fps(self) -> float:
+        """The sampled fps the processor assumes for bare frames (no metadata, as lmms-eval
+        passes them): `VideoMetadata.sampled_fps` without an fps, 24 in transformers 5.24."""
+        from transformers.video_utils import VideoMetadata
+
+        return float(VideoMetadata(total_num_frames=1).sampled_fps)
+
+    # ------------------------------------------------------------------- prompt
+    def split_prompt(self, prompt: str) -> tuple[str, str]:
+        """Text before and after the video tokens (lmms-eval qwen2_5_vl's message)."""
+        for placeholder in ("<image>", "<video>"):
+            prompt = prompt.replace(placeholder, "")
+        before = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+                  f"{_VIDEO_START}")
+        after = f"{_VIDEO_END}{prompt}<|im_end|>\n<|im_start|>assistant\n"
+        return before, after
+
+
+    def prompt_ids(self, prompt: str) -> tuple[list[int], list[int]]:
+        """(ids before the video, ids after it) of the full prompt."""
+        before, after = self.split_prompt(prompt)
+        return self.encode_text(before), self.encode_text(after)
+
+    def full_positions(self, prepared: Prepared, before: int, after: int) -> tuple[Tensor, int]:
+        """([3, S] M-RoPE ids of the full, uncompressed sequence, rope delta) from the model's
+        own `get_rope_index` (video pads at [before, before + N_v))."""
+        n_v = prepared.visual_tokens
+        ids = torch.zeros(1, before + n_v + after, dtype=torch.long, device=self.device)
+        ids[0, before : before + n_v] = self._video_id
+        types = (ids == self._video_id).int() * 2
+        h, w = prepared.grid
+        grid_thw = torch.tensor([[prepared.frames, h * self._merge, w * self._merge]])
+        seconds = torch.tensor([prepared.rope["second_per_grid_t"]])
+        positions, delta = self.model.model.get_rope_index(
+            ids, types, video_grid_thw=grid_thw.to(self.device), second_per_grid_ts=seconds
+        )
+        return positions[:, 0], int(delta.reshape(-1)[0])
+
+    def prompt_embeddings(self, prepared: Prepared, prompt: str) -> tuple[Tensor, int, Tensor]:
+        """(inputs_embeds [1, S', D], index of the first visual token, position ids [3, S'])."""
+        before, after = self.prompt_ids(prompt)
+        full, _ = self.full_positions(prepared, len(before), len(after))
+        start, n_v = len(before), prepared.visual_tokens
+        visual_pos = full[:, start : start + n_v][:, prepared.source_index.to(self.device)]
+        positions = torch.cat([full[:, :start], visual_pos, full[:, start + n_v :]], dim=1)
+        parts = [self._embed(before), prepared.visual.to(self.device, self.dtype),
+                 self._embed(after)]
+        return torch.cat(parts)[None], start, positions
+
+    # ------------------------------------------------------------- decoder loop
+
+    @torch.inference_mode()
+    def prefill(self, prepared: Prepared, prompt: str, *, cache: bool = True) -> Prefill:
+        """Run the prompt through every decoder layer with M-RoPE ids (FastV: prune at K)."""
+        embeds, start, positions = self.prompt_embeddings(prepared, prompt)
+        length = embeds.shape[1]
+        cos, sin = self._lm.rotary_emb(embeds, positions[:, None])  # [1, S, head_dim] each
+        kv = _mrope_cache()(config=self._lm.config) if cache else None
+        if kv is not None:
+            kv.offset = int(positions.max()) + 1 - length
+        plan = prepared.in_llm or {}
+        prune_at, n_v = plan.get("layer"), prepared.visual_tokens
+        hidden, lengths, kept, attention = embeds, [], None, None
+        mask = self._causal_mask(length)
+        for index, layer in enumerate(self._lm.layers):
+            if index == prune_at:
+                keep = _keep_rows(start, kept.to(self.device), n_v, length)
+                hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
+                mask = self._causal_mask(hidden.shape[1])
+            if prune_at is not None and index == prune_at - 1:
+                attention = self.last_token_attention(index, hidden, (cos, sin))[start:start + n_v]
+                kept = keep_indices(attention, plan["budget"])
+            lengths.append(int(hidden.shape[1]))
+            hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
+        return Prefill(
+            logits=self._logits(hidden[:, -1]), length=length, tokens_per_layer=lengths,
+            visual_start=start, kept=kept, attention=attention, cache=kv,
+        )
+
+    @torch.inference_mode()
+    def step(self, token: int, position: int, cache: Any) -> Tensor:
+        """Feed one token through the cache at prompt-relative `position` (the count of tokens
+        fed); its M-RoPE id is that plus the full sequence's offset, equal on all 3 axes."""
+        hidden = self._embed([token])[None]
+        ids = torch.full((3, 1, 1), position + cache.offset, device=self.device)
+        rotary = self._lm.rotary_emb(hidden, ids)
+        for layer in self._lm.layers:
+            hidden = self._layer(layer, hidden, rotary, cache)
+        return self._logits(hidden[:, -1])
+
+    # ---------------------------------------------------------------- requests
+
+
+def representatives(kept: Tensor | None, assignment: Tensor, count: int) -> Tensor:
+    """[M] input index whose position each output token takes: `kept` for a selection, else the
+    first input token assigned to each output (an output nobody maps to: its predecessor's)."""
+    if kept is not None:
+        return kept.long()
+    assignment = assignment.long().cpu()
+    first = torch.full((count,), assignment.numel(), dtype=torch.long)
+    order = torch.arange(assignment.numel())
+    valid = assignment >= 0
+    first.scatter_reduce_(0, assignment[valid], order[valid], reduce="amin")
+    for j in range(count):
+        if first[j] == assignment.numel():
+            first[j] = first[j - 1] if j else 0
+    return first
+
+
+def _keep_rows(start: int, kept: Tensor, n_v: int, length: int) -> Tensor:
+    """Prompt rows kept from FastV's layer K on: text, kept visual tokens, text."""
+    device = kept.device
+    return torch.cat([torch.arange(start, device=device), start + kept,
+                      torch.arange(start + n_v, length, device=device)])
+
