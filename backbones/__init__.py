@@ -10,10 +10,14 @@ before the LLM (on the pooled features [T, N, D]) or inside it (FastV at decoder
 >>> text, acc = llm.generate(prepared, "What happens in the video?")
 >>> acc.visual_tokens, acc.visual_tokens_fed, acc.tokens_per_layer, acc.achieved_retention
 
-One implementation: `LlavaOnevisionAdapter` (transformers' LLaVA-OneVision: SigLIP + projector +
-2x2 bilinear pooling + Qwen2). `backbones.tiny.write_tiny_checkpoint` writes a random toy
-checkpoint that loads through the same code; `backbones.llava_next` converts LLaVA-NeXT
-checkpoints (the paper's baselines), which `load` does on the fly.
+One adapter file per model family, over the shared decoder loop (`backbones.decoder`):
+`LlavaOnevisionAdapter` (transformers' LLaVA-OneVision: SigLIP + projector + 2x2 bilinear
+pooling + Qwen2) and `Qwen25VLAdapter` (Qwen2.5-VL: temporal patches, 2x2 merge, M-RoPE);
+`load` picks one by the checkpoint's `model_type`. Each takes a position policy for pre-LLM
+methods (`positions`: "original" or "contiguous", default what its references do).
+`backbones.tiny` writes random toy checkpoints of both classes that load through the same code;
+`backbones.llava_next` converts LLaVA-NeXT checkpoints (the paper's baselines), which `load`
+does on the fly.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+from backbones.base import POSITIONS, Accounting, Prefill, Prepared, VideoLLM, check_positions
 from backbones.preprocess import PREPROCESS, check_preprocess
 
 __all__ = [
     "DTYPES",
+    "POSITIONS",
     "PREPROCESS",
     "Accounting",
     "Prefill",
     "Prepared",
     "VideoLLM",
+    "check_positions",
     "fingerprint",
     "load",
 ]
@@ -47,6 +53,7 @@ def load(
     attn_implementation: str = "sdpa",
     video_newline: bool = False,
     preprocess: str | None = None,
+    positions: str | None = None,
 ) -> VideoLLM:
     """Load a LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory) as a
     `VideoLLM`; the adapter is chosen by the checkpoint config's `model_type`
@@ -64,13 +71,22 @@ def load(
                          checkpoint's transformers processor). None: "llava_next" for a
                          checkpoint converted from the LLaVA-NeXT layout, else "hf". The
                          adapter's `preprocess` attribute says which ran.
-    Raises ValueError for a bad `dtype` or `preprocess` before anything loads, and OSError
+    positions:           position ids after a pre-LLM compressor (METHODS.md section 11):
+                         "original" (each fed token keeps its full-sequence position, text too,
+                         decoding continues from the full length) or "contiguous" (the
+                         compressed sequence numbered as the whole prompt). None: the
+                         backbone's reference default, "contiguous" on LLaVA-OneVision
+                         (LLaVA-Scissor), "original" on Qwen2.5-VL (FastVID, FlashVID, VidCom2,
+                         LightCompress); the adapter's `positions` attribute says which.
+    Raises ValueError for a bad `dtype`, `preprocess` or `positions` before anything loads,
+    and OSError
     naming `pretrained` when it is neither a directory nor loadable from the hub (offline: not
     in the local cache).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     check_preprocess(preprocess)
+    check_positions(positions)
     import torch
     from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
 
@@ -82,7 +98,7 @@ def load(
     try:
         kind = getattr(AutoConfig.from_pretrained(path), "model_type", "llava_onevision")
         if kind == "qwen2_5_vl":
-            return _load_qwen2_5_vl(path, torch_dtype, device, attn_implementation)
+            return _load_qwen2_5_vl(path, torch_dtype, device, attn_implementation, positions)
         processor = AutoProcessor.from_pretrained(path)
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(
             path, dtype=torch_dtype, attn_implementation=attn_implementation
@@ -97,11 +113,13 @@ def load(
     if preprocess is None:
         preprocess = "llava_next" if is_converted(path) else "hf"
     return LlavaOnevisionAdapter(
-        model, processor, video_newline=video_newline, preprocess=preprocess
+        model, processor, video_newline=video_newline, preprocess=preprocess, positions=positions
     )
 
 
-def _load_qwen2_5_vl(path: str, dtype: Any, device: str, attn_implementation: str) -> VideoLLM:
+def _load_qwen2_5_vl(
+    path: str, dtype: Any, device: str, attn_implementation: str, positions: str | None
+) -> VideoLLM:
     """A Qwen2.5-VL checkpoint as `Qwen25VLAdapter` (its processor; lmms-eval's pixel bounds).
     `video_newline` and `preprocess` do not apply (the processor's preprocessing always)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
@@ -112,7 +130,7 @@ def _load_qwen2_5_vl(path: str, dtype: Any, device: str, attn_implementation: st
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation
     )
-    return Qwen25VLAdapter(model.to(device), processor)
+    return Qwen25VLAdapter(model.to(device), processor, positions=positions)
 
 
 def fingerprint(pretrained: str) -> str | None:

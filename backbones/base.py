@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
-__all__ = ["Accounting", "Prefill", "Prepared", "VideoLLM"]
+__all__ = [
+    "POSITIONS", "Accounting", "Prefill", "Prepared", "VideoLLM", "check_positions",
+    "representatives",
+]
+
+# Position-id policies after a pre-LLM compressor (METHODS.md section 11): "original" keeps each
+# fed token's position in the full, uncompressed sequence; "contiguous" renumbers the
+# compressed sequence as if it were the whole prompt (LLaVA-Scissor). None: the backbone's own.
+POSITIONS = ("original", "contiguous")
 
 
 @dataclass
@@ -83,7 +92,8 @@ class Prepared:
     grid:          (H, W) of this video's per-frame token grid where it varies per video
                    (Qwen2.5-VL); None: the adapter's fixed `grid`.
     source_index:  [V] long, the input token (of the N_v) whose position each fed visual token
-                   takes (adapters that keep original positions, e.g. M-RoPE); None: unused.
+                   takes under `positions="original"` (`representatives`; arange(N_v) when
+                   nothing is dropped before the LLM); None: unused.
     rope:          adapter-specific position facts (Qwen2.5-VL: {"second_per_grid_t": s}).
     """
 
@@ -132,8 +142,11 @@ class VideoLLM(ABC):
     tokens_per_frame:  N, visual tokens per frame after the model's own pooling.
     grid:              (H, W) of those tokens, H * W = N.
     num_layers, hidden_size, intermediate_size: the LLM's L, d and FFN width m (FLOPs).
+    positions:         the position-id policy after a pre-LLM compressor, resolved: one of
+                       `POSITIONS` (the adapter's default when none was asked for).
     """
 
+    positions: str
     tokens_per_frame: int
     grid: tuple[int, int]
     num_layers: int
@@ -166,3 +179,31 @@ class VideoLLM(ABC):
         self, prepared: Prepared, context: str, continuation: str
     ) -> tuple[float, bool, Accounting]:
         """(sum of log p(continuation tokens), whether the continuation is the greedy decode)."""
+
+
+def check_positions(positions: str | None) -> str | None:
+    """`positions` if it is None or one of `POSITIONS`, else ValueError listing the choices."""
+    if positions is not None and positions not in POSITIONS:
+        raise ValueError(
+            f"positions must be one of {POSITIONS} (or None: the backbone's default), "
+            f"got {positions!r}"
+        )
+    return positions
+
+
+def representatives(kept: Tensor | None, assignment: Tensor, count: int) -> Tensor:
+    """[M] input index whose position each output token takes: `kept` for a selection, else the
+    first input token assigned to each output (an output nobody maps to: its predecessor's).
+
+    kept: [M] long or None; assignment: [K] long (output index per input token, -1: none)."""
+    if kept is not None:
+        return kept.long().cpu()
+    assignment = assignment.long().cpu()
+    first = torch.full((count,), assignment.numel(), dtype=torch.long)
+    order = torch.arange(assignment.numel())
+    valid = assignment >= 0
+    first.scatter_reduce_(0, assignment[valid], order[valid], reduce="amin")
+    for j in range(count):
+        if first[j] == assignment.numel():
+            first[j] = first[j - 1] if j else 0
+    return first

@@ -13,6 +13,7 @@ per-sample accounting.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import resource
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 import compressors
-from backbones.base import Accounting, Prefill, Prepared, VideoLLM
+from backbones.base import Accounting, Prefill, Prepared, VideoLLM, check_positions
 
 __all__ = ["DecoderAdapter"]
 
@@ -34,11 +35,15 @@ _IM_END = "<|im_end|>"
 
 class DecoderAdapter(VideoLLM):
     """What every adapter's decoder loop shares (module docstring). A subclass calls
-    `_init_decoder(model, processor)` in its `__init__` and implements `prepare`,
-    `prompt_embeddings`, `prefill` and `step`."""
+    `_init_decoder(model, processor, positions=..., default=...)` in its `__init__` and
+    implements `prepare`, `prompt_embeddings`, `prefill` and `step`."""
 
-    def _init_decoder(self, model: Any, processor: Any) -> None:
-        """The LLM's dimensions, stop tokens, vocabulary, attention kind and cache keyword."""
+    def _init_decoder(
+        self, model: Any, processor: Any, *, positions: str | None, default: str
+    ) -> None:
+        """The LLM's dimensions, stop tokens, vocabulary, attention kind and cache keyword;
+        the position-id policy (`positions`, None: the adapter's `default`)."""
+        self.positions = check_positions(positions) or default
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -252,6 +257,19 @@ class DecoderAdapter(VideoLLM):
 
 
 # ------------------------------------------------------------------------------ helpers
+@functools.cache
+def _offset_cache() -> Any:
+    """A `DynamicCache` class that also carries the decode position offset: the position id of
+    the next token minus the count of tokens fed (0 when the fed sequence is numbered as a
+    whole; full - fed length when positions continue from the uncompressed sequence)."""
+    from transformers import DynamicCache
+
+    class OffsetCache(DynamicCache):
+        offset: int = 0
+
+    return OffsetCache
+
+
 def _cache_kwarg(layer: Any) -> str:
     """The decoder layer's name for its KV cache: `cache` from transformers 5.24 on (where
     `past_key_values` is deprecated for removal in 5.40), `past_key_values` before."""

@@ -28,6 +28,17 @@ The adapter reaches into the model in three places and nowhere else:
    the shorter sequence with the ORIGINAL position ids. Layers < K cache every position, layers
    >= K only the kept ones; decode positions continue from the full prompt length.
 
+**Positions after a pre-LLM compressor** (METHODS.md section 11; `positions`, 1-D rotary):
+`"contiguous"` (the default, as LLaVA-Scissor's official code: the compressed sequence goes
+through LLaVA-NeXT's `prepare_inputs_labels_for_multimodal`, which numbers it 0..S'-1 as if it
+were the whole prompt; decoding continues from S'); `"original"`: each fed visual token keeps
+the position it had in the full, uncompressed sequence, `visual_start + source index` (a
+selection: its own index; a merged token: its representative's, `backbones.base.representatives`),
+the newline and the text after the video keep their full-sequence positions, and decoding
+continues from the full sequence's length (the cache's `offset`, N_v - M). FastV prunes inside
+the LLM and keeps its original positions under either policy (nothing is dropped before it, so
+both number the prompt 0..S-1), as does the full model.
+
 Prompt (lmms-eval `llava_onevision` with the `qwen_2` conversation, which the paper used):
 
     <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n<video>\\n
@@ -62,8 +73,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backbones.base import Prefill, Prepared
-from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now
+from backbones.base import Prefill, Prepared, representatives
+from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now, _offset_cache
 from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
 from compressors.fastv import keep_indices
 
@@ -82,7 +93,11 @@ class LlavaOnevisionAdapter(DecoderAdapter):
     preprocess:    "hf" (the processor's video preprocessing) or "llava_next" (LLaVA-NeXT's
                    SigLIP processor, `backbones.preprocess.llava_next_pixels`, with the
                    processor's size, mean and std).
+    positions:     "contiguous" (None: the default, LLaVA-Scissor's renumbering) or "original"
+                   (full-sequence positions; module docstring).
     """
+
+    DEFAULT_POSITIONS = "contiguous"
 
     def __init__(
         self,
@@ -91,10 +106,11 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         *,
         video_newline: bool = False,
         preprocess: str = "hf",
+        positions: str | None = None,
     ) -> None:
         if preprocess not in PREPROCESS:
             raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
-        self._init_decoder(model, processor)
+        self._init_decoder(model, processor, positions=positions, default=self.DEFAULT_POSITIONS)
         self.video_newline = bool(video_newline)
         self.preprocess = preprocess
         self._pixel_settings = pixel_settings(processor) if preprocess == "llava_next" else None
@@ -148,7 +164,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
 
         started = _now(self.device)
         n_v = num_frames * self.tokens_per_frame
-        in_llm = None
+        in_llm, index = None, torch.arange(n_v)
         info: dict[str, Any] = {"achieved_retention": 1.0}
         if compressor is None:
             visual = video.reshape(n_v, -1)
@@ -160,6 +176,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
             signals = self._signals(compressor, importance)
             result = compressor(video, grid=self.grid, **signals)
             visual = result.tokens.to(self.dtype)
+            index = representatives(result.kept, result.assignment, result.num_output)
             info = {**result.info, "achieved_retention": result.achieved_retention}
         compress = _now(self.device) - started
         return Prepared(
@@ -170,6 +187,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
             in_llm=in_llm,
             timings={"vision": vision, "compress": compress},
             info=info,
+            source_index=index.cpu(),
         )
 
 
@@ -285,11 +303,21 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         parts.append(self._embed(after))
         return torch.cat(parts)[None], len(before)
 
+    def position_ids(self, prepared: Prepared, start: int, length: int) -> tuple[Tensor, int]:
+        """([1, S'] position ids of the fed prompt, decode offset) under `self.positions`.
+
+        contiguous: 0..S'-1, offset 0. original: the full sequence's positions (visual tokens
+        at `start + source_index`, what follows the video shifted by N_v - M), offset N_v - M:
+        the next token's position is the full sequence's length."""
+        positions = torch.arange(length, device=self.device)
+        if self.positions == "contiguous" or prepared.source_index is None:
+            return positions[None], 0
+        fed, shift = prepared.visual_tokens_fed, prepared.visual_tokens - prepared.visual_tokens_fed
+        positions[start : start + fed] = start + prepared.source_index.to(self.device)
+        positions[start + fed :] += shift
+        return positions[None], shift
+
     # ------------------------------------------------------------- decoder loop
-
-
-
-
     @torch.inference_mode()
     def prefill(self, prepared: Prepared, prompt: str, *, cache: bool = True) -> Prefill:
         """Run the prompt through every decoder layer (FastV: prune at layer K).
@@ -297,13 +325,13 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         Returns the next-token logits, the per-layer lengths and, for FastV, the attention row
         [N_v] and kept indices [M]; `cache=True` keeps the KV cache for decoding.
         """
-        from transformers import DynamicCache
-
         embeds, start = self.prompt_embeddings(prepared, prompt)
         length = embeds.shape[1]
-        positions = torch.arange(length, device=self.device)[None]
+        positions, offset = self.position_ids(prepared, start, length)
         cos, sin = self._lm.rotary_emb(embeds, positions)  # [1, S, head_dim] each
-        kv = DynamicCache(config=self._lm.config) if cache else None
+        kv = _offset_cache()(config=self._lm.config) if cache else None
+        if kv is not None:
+            kv.offset = offset
         plan = prepared.in_llm or {}
         prune_at = plan.get("layer")
         n_v = prepared.visual_tokens
@@ -339,8 +367,10 @@ class LlavaOnevisionAdapter(DecoderAdapter):
 
     @torch.inference_mode()
     def step(self, token: int, position: int, cache: Any) -> Tensor:
-        """Feed one token at `position` through the cache; [vocab] float32 next-token logits."""
+        """Feed one token through the cache at prompt-relative `position` (the count of tokens
+        fed; its position id adds the cache's `offset`); [vocab] float32 next-token logits."""
         hidden = self._embed([token])[None]  # [1, 1, D]
+        position += getattr(cache, "offset", 0)
         rotary = self._lm.rotary_emb(hidden, torch.tensor([[position]], device=self.device))
         for layer in self._lm.layers:
             hidden = self._layer(layer, hidden, rotary, cache)

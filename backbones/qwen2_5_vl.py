@@ -24,7 +24,16 @@ three places:
    token assigned to it (VisionZip contextual: the first token of its cluster, not the target;
    PLLaVA: the top-left token of its window); an output with no assigned token takes its
    predecessor's. Text keeps its full-sequence positions; decoding continues from the full
-   sequence (`rope_deltas`), so compression never shifts the text.
+   sequence (`rope_deltas`), so compression never shifts the text. This is `positions=
+   "original"`, the default, as FastVID, FlashVID, VidCom2 and LightCompress run Qwen2.5-VL.
+   `positions="contiguous"` renumbers a compressed sequence as LLaVA-Scissor does on
+   LLaVA-OneVision, as if it were the whole prompt: the M fed visual tokens no longer form a
+   (T, H, W) grid, so they are numbered like text, t = h = w = their running index in the
+   prompt (the first at `visual_start`), the text after them continues (t = h = w = visual_start
+   + M, ...), and decoding continues from S', the compressed length: positions 0..S'-1 on all
+   three axes, the rule `get_rope_index` applies to a prompt without a video. The policy
+   applies to pre-LLM methods only: the full model (and `none`) and FastV, which prunes inside
+   the LLM, always get the full sequence's M-RoPE ids.
 3. **The decoder loop** (`prefill`, `step`): our own loop over the text model's layers, as in
    `backbones.llava_onevision` (embed, rotary cos/sin from the model's `rotary_emb` on the 3-D
    position ids, layers with a `DynamicCache`, norm, `lm_head`, logits cut to len(tokenizer);
@@ -53,8 +62,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backbones.base import Prefill, Prepared
-from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now
+from backbones.base import Prefill, Prepared, representatives
+from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now, _offset_cache
 from compressors.fastv import keep_indices
 
 __all__ = [
@@ -67,26 +76,19 @@ LMMS_MAX_TOKENS = 2048  # lmms-eval qwen2_5_vl max_pixels = 1605632 = 2048 * 28 
 _VIDEO_START, _VIDEO_END = "<|vision_start|>", "<|vision_end|>"
 
 
-def _mrope_cache() -> Any:
-    """A `DynamicCache` that also carries the decode position offset (full - fed length)."""
-    from transformers import DynamicCache
-
-    class MropeCache(DynamicCache):
-        offset: int = 0
-
-    return MropeCache
-
-
 class Qwen25VLAdapter(DecoderAdapter):
     """A loaded `Qwen2_5_VLForConditionalGeneration` + its processor (see module docstring).
 
     min_pixels, max_pixels: per-frame pixel bounds of the video resize; None: lmms-eval's
                             defaults (`LMMS_MIN_TOKENS`, `LMMS_MAX_TOKENS` merged tokens).
+    positions:              "original" (None: the default, full-sequence M-RoPE ids) or
+                            "contiguous" (renumbered; module docstring, item 2).
     `grid` / `tokens_per_frame` are those of the last encoded video (they vary per video; each
     `Prepared` holds its own `grid`).
     """
 
     preprocess = "hf"
+    DEFAULT_POSITIONS = "original"
 
     def __init__(
         self,
@@ -95,8 +97,9 @@ class Qwen25VLAdapter(DecoderAdapter):
         *,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        positions: str | None = None,
     ) -> None:
-        self._init_decoder(model, processor)
+        self._init_decoder(model, processor, positions=positions, default=self.DEFAULT_POSITIONS)
         vision = model.config.vision_config
         self._merge = int(vision.spatial_merge_size)
         self._temporal = int(vision.temporal_patch_size)
@@ -282,15 +285,20 @@ class Qwen25VLAdapter(DecoderAdapter):
         return positions[:, 0], int(delta.reshape(-1)[0])
 
     def prompt_embeddings(self, prepared: Prepared, prompt: str) -> tuple[Tensor, int, Tensor]:
-        """(inputs_embeds [1, S', D], index of the first visual token, position ids [3, S'])."""
+        """(inputs_embeds [1, S', D], index of the first visual token, position ids [3, S'])
+        under `self.positions` (module docstring, item 2)."""
         before, after = self.prompt_ids(prompt)
-        full, _ = self.full_positions(prepared, len(before), len(after))
         start, n_v = len(before), prepared.visual_tokens
-        visual_pos = full[:, start : start + n_v][:, prepared.source_index.to(self.device)]
-        positions = torch.cat([full[:, :start], visual_pos, full[:, start + n_v :]], dim=1)
         parts = [self._embed(before), prepared.visual.to(self.device, self.dtype),
                  self._embed(after)]
-        return torch.cat(parts)[None], start, positions
+        embeds = torch.cat(parts)[None]
+        if self.positions == "contiguous" and _compressed_before_llm(prepared):
+            positions = torch.arange(embeds.shape[1], device=self.device).expand(3, -1)
+            return embeds, start, positions
+        full, _ = self.full_positions(prepared, len(before), len(after))
+        visual_pos = full[:, start : start + n_v][:, prepared.source_index.to(self.device)]
+        positions = torch.cat([full[:, :start], visual_pos, full[:, start + n_v :]], dim=1)
+        return embeds, start, positions
 
     # ------------------------------------------------------------- decoder loop
 
@@ -300,7 +308,7 @@ class Qwen25VLAdapter(DecoderAdapter):
         embeds, start, positions = self.prompt_embeddings(prepared, prompt)
         length = embeds.shape[1]
         cos, sin = self._lm.rotary_emb(embeds, positions[:, None])  # [1, S, head_dim] each
-        kv = _mrope_cache()(config=self._lm.config) if cache else None
+        kv = _offset_cache()(config=self._lm.config) if cache else None
         if kv is not None:
             kv.offset = int(positions.max()) + 1 - length
         plan = prepared.in_llm or {}
@@ -325,7 +333,8 @@ class Qwen25VLAdapter(DecoderAdapter):
     @torch.inference_mode()
     def step(self, token: int, position: int, cache: Any) -> Tensor:
         """Feed one token through the cache at prompt-relative `position` (the count of tokens
-        fed); its M-RoPE id is that plus the full sequence's offset, equal on all 3 axes."""
+        fed); its M-RoPE id is that plus the cache's offset (the full sequence's next id minus
+        the fed length; 0 when contiguous), equal on all 3 axes."""
         hidden = self._embed([token])[None]
         ids = torch.full((3, 1, 1), position + cache.offset, device=self.device)
         rotary = self._lm.rotary_emb(hidden, ids)
@@ -336,20 +345,9 @@ class Qwen25VLAdapter(DecoderAdapter):
     # ---------------------------------------------------------------- requests
 
 
-def representatives(kept: Tensor | None, assignment: Tensor, count: int) -> Tensor:
-    """[M] input index whose position each output token takes: `kept` for a selection, else the
-    first input token assigned to each output (an output nobody maps to: its predecessor's)."""
-    if kept is not None:
-        return kept.long()
-    assignment = assignment.long().cpu()
-    first = torch.full((count,), assignment.numel(), dtype=torch.long)
-    order = torch.arange(assignment.numel())
-    valid = assignment >= 0
-    first.scatter_reduce_(0, assignment[valid], order[valid], reduce="amin")
-    for j in range(count):
-        if first[j] == assignment.numel():
-            first[j] = first[j - 1] if j else 0
-    return first
+def _compressed_before_llm(prepared: Prepared) -> bool:
+    """Whether a pre-LLM method made the fed visual tokens (the positions policy applies)."""
+    return prepared.compressor is not None and prepared.in_llm is None
 
 
 def _keep_rows(start: int, kept: Tensor, n_v: int, length: int) -> Tensor:

@@ -11,7 +11,9 @@ on CUDA, as lmms-eval's `llava_onevision` and the LLaVA-NeXT builder run, float3
 `attn_implementation` ("sdpa"), `device` (default:
 cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False), `preprocess`
 ("llava_next": LLaVA-NeXT's SigLIP processor, PIL bicubic, as the official code; "hf":
-transformers' processor; default by the checkpoint's layout, `backbones.load`),
+transformers' processor; default by the checkpoint's layout, `backbones.load`), `positions`
+(position ids after a pre-LLM compressor: "original" keeps the full sequence's, "contiguous"
+renumbers the compressed sequence; default the backbone's reference, `backbones.load`),
 `records_path` (a JSONL of per-request records, appended to; with several processes each rank
 writes `<stem>.rank<r><suffix>`; it is also the journal a killed run resumes from: a request
 whose record a model of the same `identity()` already wrote without error is answered from it,
@@ -88,7 +90,7 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 import compressors
-from backbones import DTYPES
+from backbones import DTYPES, check_positions
 from backbones.preprocess import check_preprocess
 from harness.environment import warn_drift
 from harness.feature_cache import FeatureCache, content_key
@@ -257,6 +259,7 @@ class ScissorBench(lmms):
         device: str | None = None,
         video_newline: bool | str = False,
         preprocess: str | None = None,
+        positions: str | None = None,
         honour_until: bool | str = False,
         records_path: str | None = None,
         feature_cache: str | None = None,
@@ -274,6 +277,7 @@ class ScissorBench(lmms):
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         preprocess = check_preprocess(parse_value(preprocess))
+        positions = check_positions(parse_value(positions))
         video_newline = _flag("video_newline", video_newline)
         self.honour_until = _flag("honour_until", honour_until)
         batch_size = parse_value(batch_size) if batch_size is not None else 1
@@ -287,7 +291,8 @@ class ScissorBench(lmms):
         self.records_path = self._rank_path(records_path) if records_path else None
         if self.records_path is not None:  # appended to: a resumed run keeps earlier records
             self.records_path.parent.mkdir(parents=True, exist_ok=True)
-        self._load_model(pretrained, attn_implementation, video_newline, preprocess, feature_cache)
+        self._load_model(pretrained, attn_implementation, video_newline, preprocess, positions,
+                         feature_cache)
         self._identity_key = _digest(self.identity())
         self._journal = _read_journal(records_path, self._identity_key)
         self.resumed = 0  # requests answered from the journal in this process
@@ -335,6 +340,7 @@ class ScissorBench(lmms):
         attn_implementation: str,
         video_newline: bool,
         preprocess: str | None,
+        positions: str | None,
         feature_cache: str | None,
     ) -> None:
         """The backbone (`backbones.load`) and, if asked, the sweep's feature cache, keyed by
@@ -351,6 +357,7 @@ class ScissorBench(lmms):
             attn_implementation=attn_implementation,
             video_newline=video_newline,
             preprocess=preprocess,
+            positions=positions,
         )
         self._check_in_llm_layer()
         model_id = f"{pretrained}|{self.weights_fingerprint}|{self.dtype}|{self.llm.preprocess}"
@@ -374,7 +381,8 @@ class ScissorBench(lmms):
     def identity(self) -> dict[str, Any]:
         """Every setting that changes an answer (not rank, device, records_path or
         feature_cache): checkpoint and weights digest, compressor and parameters, retention,
-        frames, dtype, preprocessing, attention, video newline, honour_until."""
+        frames, dtype, preprocessing, position policy (resolved), attention, video newline,
+        honour_until."""
         return {
             "pretrained": self.pretrained,
             "weights": self.weights_fingerprint,
@@ -384,6 +392,7 @@ class ScissorBench(lmms):
             "max_frames_num": self.max_frames_num,
             "dtype": self.dtype,
             "preprocess": self.llm.preprocess,
+            "positions": self.llm.positions,
             "attn_implementation": self.attn_implementation,
             "video_newline": self.video_newline,
             "honour_until": self.honour_until,
@@ -508,6 +517,7 @@ class ScissorBench(lmms):
             "target_retention": self.retention,
             "max_frames_num": self.max_frames_num,
             "preprocess": self.llm.preprocess,
+            "positions": self.llm.positions,
             "dtype": self.dtype,
             "honour_until": self.honour_until,
             "identity": self._identity_key,

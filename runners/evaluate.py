@@ -188,6 +188,7 @@ def _model(cfg: DictConfig, first: Run, samples_path: Path):
         device=model.get("device"),
         video_newline=model.get("video_newline", False),
         preprocess=model.get("preprocess"),
+        positions=model.get("positions"),
         honour_until=model.get("honour_until", False),
         records_path=str(samples_path),
         feature_cache=str(Path(cfg.results_dir) / ".features") if cfg.feature_cache else None,
@@ -356,7 +357,7 @@ def _record(run: Run, results: dict | None, samples: list[dict], error: str | No
             for name in timing_names
         },
         "peak_memory_bytes": max(peaks) if peaks else None,
-        "resolved": {name: _only(ok, name) for name in ("dtype", "preprocess")},
+        "resolved": {name: _only(ok, name) for name in ("dtype", "preprocess", "positions")},
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import compressors
-from backbones import DTYPES, PREPROCESS, fingerprint
+from backbones import DTYPES, POSITIONS, PREPROCESS, fingerprint
 from records.store import run_key
 from runners.schema import portable
 
@@ -79,6 +79,10 @@ def _check_model(model: dict[str, Any]) -> None:
     if model.get("preprocess") is not None and model["preprocess"] not in PREPROCESS:
         raise ConfigError(f"model.preprocess must be one of {PREPROCESS} (or null: by the "
                           f"checkpoint's layout), got {model['preprocess']!r}")
+    if model.get("positions") is not None and model["positions"] not in POSITIONS:
+        raise ConfigError(f"model.positions must be one of {POSITIONS} (or null: the "
+                          "backbone's default, contiguous on LLaVA-OneVision, original on "
+                          f"Qwen2.5-VL), got {model['positions']!r}")
     frames = model.get("max_frames_num", 1)
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise ConfigError(f"model.max_frames_num must be an integer >= 1, got {frames!r}")
