@@ -12,7 +12,9 @@ before the LLM (on the pooled features [T, N, D]) or inside it (FastV at decoder
 
 One adapter file per model family, over the shared decoder loop (`backbones.decoder`):
 `LlavaOnevisionAdapter` (transformers' LLaVA-OneVision: SigLIP + projector + 2x2 bilinear
-pooling + Qwen2) and `Qwen25VLAdapter` (Qwen2.5-VL: temporal patches, 2x2 merge, M-RoPE);
+pooling + Qwen2), its subclass `LlavaVideoAdapter` (LLaVA-Video in the LLaVA-NeXT layout: 2x2
+average pooling to 13x13 and a newline after every frame row, as lmms-eval's `llava_vid` runs
+it) and `Qwen25VLAdapter` (Qwen2.5-VL: temporal patches, 2x2 merge, M-RoPE);
 `load` picks one by the checkpoint's `model_type`. Each takes a position policy for pre-LLM
 methods (`positions`: "original" or "contiguous", default what its references do).
 `backbones.tiny` writes random toy checkpoints of both classes that load through the same code;
@@ -65,7 +67,10 @@ def load(
     dtype:               "float32", "bfloat16", "float16" or "auto" (the checkpoint's).
     attn_implementation: passed to `from_pretrained` ("sdpa", "flash_attention_2", "eager").
     video_newline:       append the model's newline embedding after the video (transformers'
-                         layout); False is the paper's flat layout.
+                         layout); False is the paper's flat layout. On a LLaVA-Video
+                         checkpoint (`backbones.llava_video.video_layout`: converted, its
+                         `mm_newline_position` "grid"): True places `image_newline` after
+                         every frame row that keeps a token, as LLaVA-NeXT, FastVID, HoliTom.
     preprocess:          how frames become pixel values: "llava_next" (LLaVA-NeXT's SigLIP
                          processor, PIL bicubic: `backbones.preprocess`) or "hf" (the
                          checkpoint's transformers processor). None: "llava_next" for a
@@ -92,6 +97,7 @@ def load(
 
     from backbones.llava_next import ensure_converted, is_converted
     from backbones.llava_onevision import LlavaOnevisionAdapter
+    from backbones.llava_video import LlavaVideoAdapter, video_layout
 
     path = ensure_converted(pretrained)
     torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
@@ -112,6 +118,12 @@ def load(
     model.to(device)
     if preprocess is None:
         preprocess = "llava_next" if is_converted(path) else "hf"
+    layout = video_layout(path)
+    if layout is not None:  # LLaVA-Video: LLaVA-NeXT's pooling and grid newlines
+        return LlavaVideoAdapter(
+            model, processor, layout=layout, video_newline=video_newline,
+            preprocess=preprocess, positions=positions,
+        )
     return LlavaOnevisionAdapter(
         model, processor, video_newline=video_newline, preprocess=preprocess, positions=positions
     )

@@ -75,6 +75,7 @@ __all__ = [
     "ensure_converted",
     "is_converted",
     "is_llava_next_checkpoint",
+    "source_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,16 @@ def is_converted(path: str | Path) -> bool:
     """True for a directory `convert` wrote (it holds the conversion marker, written last):
     a checkpoint that came from the LLaVA-NeXT layout."""
     return (Path(path).expanduser() / _MARKER).is_file()
+
+
+def source_settings(path: str | Path) -> dict[str, Any] | None:
+    """The source checkpoint's `mm_*` / `image_*` settings as the conversion marker recorded
+    them (e.g. `mm_newline_position`, `mm_spatial_pool_mode`); None for a directory that was
+    not converted from the LLaVA-NeXT layout."""
+    marker = Path(path).expanduser() / _MARKER
+    if not marker.is_file():
+        return None
+    return dict(json.loads(marker.read_text()).get("llava_next", {}))
 
 
 def ensure_converted(pretrained: str, cache_dir: Path | None = None) -> str:

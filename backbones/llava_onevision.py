@@ -203,17 +203,22 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         """
         frames = _check_frames(frames)
         num_frames = frames.shape[0]
-        if self._pixel_settings is not None:
-            pixels = llava_next_pixels(frames, **self._pixel_settings)[None]
-        else:
-            pixels = self.processor.video_processor(videos=[frames], return_tensors="pt")
-            pixels = pixels["pixel_values_videos"]
-        pixels = pixels.to(self.device, self.dtype)  # [1, T, 3, S, S]
+        pixels = self._pixel_values(frames)  # [1, T, 3, S, S]
         with self._capture_vision_input(importance) as captured:
             out = self.model.model.get_video_features(pixel_values_videos=pixels, return_dict=True)
         pooled = out.pooler_output  # [1, T*N + 1, D]: frame tokens, then image_newline
         video = pooled[0, :-1].reshape(num_frames, self.tokens_per_frame, -1)
         return video, (self._importance(captured["input"]) if importance else None)
+
+    def _pixel_values(self, frames: np.ndarray) -> Tensor:
+        """[1, T, 3, S, S] pixel values of uint8 frames [T, H, W, 3] as `self.preprocess` says,
+        in the model's device and dtype."""
+        if self._pixel_settings is not None:
+            pixels = llava_next_pixels(frames, **self._pixel_settings)[None]
+        else:
+            pixels = self.processor.video_processor(videos=[frames], return_tensors="pt")
+            pixels = pixels["pixel_values_videos"]
+        return pixels.to(self.device, self.dtype)
 
     # --------------------------------------------------------- vision importance
     def _vision_layers(self) -> Any:
@@ -317,6 +322,11 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         positions[start + fed :] += shift
         return positions[None], shift
 
+    def _frame_positions(self, prepared: Prepared, start: int) -> Tensor:
+        """[V] prompt indices of the fed visual tokens, in their order: here one block from
+        `start` (a separator, if any, follows it)."""
+        return start + torch.arange(prepared.visual_tokens_fed, device=self.device)
+
     # ------------------------------------------------------------- decoder loop
     @torch.inference_mode()
     def prefill(self, prepared: Prepared, prompt: str, *, cache: bool = True) -> Prefill:
@@ -334,24 +344,21 @@ class LlavaOnevisionAdapter(DecoderAdapter):
             kv.offset = offset
         plan = prepared.in_llm or {}
         prune_at = plan.get("layer")
-        n_v = prepared.visual_tokens
         hidden, lengths = embeds, []
         kept = attention = None
         mask = self._causal_mask(length)
+        frame = self._frame_positions(prepared, start) if prune_at is not None else None
         for index, layer in enumerate(self._lm.layers):
-            if index == prune_at:
-                keep = torch.cat(
-                    [
-                        torch.arange(start, device=self.device),
-                        start + kept.to(self.device),
-                        torch.arange(start + n_v, length, device=self.device),
-                    ]
-                )
+            if index == prune_at:  # drop the frame tokens FastV did not keep, nothing else
+                keep = torch.ones(length, dtype=torch.bool, device=self.device)
+                keep[frame] = False
+                keep[frame[kept.to(self.device)]] = True
+                keep = keep.nonzero()[:, 0]
                 hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
                 mask = self._causal_mask(hidden.shape[1])
             if prune_at is not None and index == prune_at - 1:
                 row = self.last_token_attention(index, hidden, (cos, sin))
-                attention = row[start : start + n_v]
+                attention = row[frame]
                 kept = keep_indices(attention, plan["budget"])
             lengths.append(int(hidden.shape[1]))
             hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
