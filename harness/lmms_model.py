@@ -301,6 +301,8 @@ class ScissorBench(lmms):
         self._prepared: Any = None
         self._prepared_path = ""
         self._warned: set[str] = set()
+        self._stamp_key: tuple | None = None
+        self._stamp_value: list | None = None
 
     def _build_compressor(self, name: str, retention: Any, raw: dict[str, Any]) -> None:
         """The compressor with its parameters parsed and validated (before any model loads)."""
@@ -598,15 +600,23 @@ class ScissorBench(lmms):
     def _stamp(self, doc_to_visual: Any, task: str, split: str, doc_id: int) -> list | None:
         """What the document's visual files are now (path, size, mtime of each), so a journaled
         answer is reused only for the same files; None (never reused) for in-memory frames or a
-        visual that cannot be read (it is then recomputed and fails as it should)."""
+        visual that cannot be read (it is then recomputed and fails as it should). Kept for the
+        last document: its other choices need no second look at the files."""
+        key = (task, split, doc_id)
+        if key != self._stamp_key:
+            self._stamp_key, self._stamp_value = key, self._file_stamp(doc_to_visual, key)
+        return self._stamp_value
+
+    def _file_stamp(self, doc_to_visual: Any, key: tuple) -> list | None:
         try:
-            visual = parse_visual(doc_to_visual(self._doc(task, split, doc_id)))
+            visual = self._visual(doc_to_visual, self._doc(*key))
             if visual.kind == "images":
                 return None
-            return [[path, os.stat(path).st_size, os.stat(path).st_mtime_ns]
-                    for path in visual.items]
+            stats = [os.stat(path) for path in visual.items]
         except (VideoError, OSError):
             return None
+        pairs = zip(visual.items, stats, strict=True)
+        return [[path, st.st_size, st.st_mtime_ns] for path, st in pairs]
 
     def _answered(self, request_key: str, stamp: list | None) -> dict[str, Any] | None:
         """The journal's answer to this request, if an earlier process of the same model
@@ -624,6 +634,7 @@ class ScissorBench(lmms):
         """Drop the cached video: a new batch of requests may come from another dataset copy
         under the same task name and doc ids."""
         self._prepared_key, self._prepared, self._prepared_path = None, None, ""
+        self._stamp_key, self._stamp_value = None, None
 
     def _progress(self, requests: list[Instance], kind: str) -> tqdm:
         """A progress bar over `requests` on stderr, on rank 0 only (as lmms-eval's own
