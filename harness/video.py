@@ -198,7 +198,7 @@ def sample_visual(visual: Visual, num_frames: int) -> np.ndarray:
 def check_frame_count(value: Any, name: str = "num_frames") -> int:
     """`value` as a frame count: an integer >= 1 (bools and floats are not), else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 

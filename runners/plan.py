@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import compressors
 from backbones import DTYPES, POSITIONS, PREPROCESS, fingerprint
+from harness.video import check_frame_count
 from records.store import run_key
 from runners.schema import portable
 
@@ -83,9 +84,10 @@ def _check_model(model: dict[str, Any]) -> None:
         raise ConfigError(f"model.positions must be one of {POSITIONS} (or null: the "
                           "backbone's default, contiguous on LLaVA-OneVision, original on "
                           f"Qwen2.5-VL), got {model['positions']!r}")
-    frames = model.get("max_frames_num", 1)
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        raise ConfigError(f"model.max_frames_num must be an integer >= 1, got {frames!r}")
+    try:
+        check_frame_count(model.get("max_frames_num", 1), "model.max_frames_num")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     attention = model.get("attn_implementation", "sdpa")
     if attention not in ATTENTION:
         raise ConfigError(f"model.attn_implementation must be one of {ATTENTION}, "
