@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backbones.tiny import write_tiny_checkpoint
+from backbones.tiny import write_tiny_checkpoint, write_tiny_qwen2_5_vl
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +14,9 @@ def tiny(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tiny") / "ckpt"
     write_tiny_checkpoint(str(path), seed=0)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> str:
+    """A tiny random Qwen2.5-VL checkpoint (seed 0), written once per test session."""
+    return str(write_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen") / "ckpt", seed=0))

@@ -22,15 +22,14 @@ import backbones
 import compressors
 from backbones.llava_onevision import LlavaOnevisionAdapter
 from backbones.qwen2_5_vl import Qwen25VLAdapter
-from backbones.tiny import write_tiny_checkpoint, write_tiny_qwen2_5_vl
 
 PROMPT = "What happens in the video? Answer briefly."
 FRAMES = 4
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+def ckpt(tiny) -> Path:
+    return Path(tiny)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,8 @@ def llava_original(llava) -> LlavaOnevisionAdapter:
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory) -> Qwen25VLAdapter:
-    return backbones.load(str(write_tiny_qwen2_5_vl(tmp_path_factory.mktemp("q") / "c", seed=0)))
+def qwen(tiny_qwen) -> Qwen25VLAdapter:
+    return backbones.load(tiny_qwen)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """backbones.qwen2_5_vl: the Qwen2.5-VL adapter computes what the model computes, with M-RoPE
 positions kept where compression drops tokens.
 
-A tiny random checkpoint (`backbones.tiny.write_tiny_qwen2_5_vl`, written once per module)
+A tiny random checkpoint (`backbones.tiny.write_tiny_qwen2_5_vl`, written once per session)
 loads through `backbones.load`. Oracles: the stock `Qwen2_5_VLForConditionalGeneration` forward
 and `generate` on the processor's own inputs (chat template, expanded video pads,
 pixel_values_videos, video_grid_thw, second_per_grid_ts), the model's own `get_rope_index`
@@ -19,15 +19,14 @@ import torch
 import backbones
 import compressors
 from backbones.qwen2_5_vl import Qwen25VLAdapter, representatives
-from backbones.tiny import write_tiny_checkpoint, write_tiny_qwen2_5_vl
 
 PROMPT = "What happens in the video? Answer briefly."
 FRAMES = 4
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return write_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen") / "ckpt", seed=0)
+def ckpt(tiny_qwen) -> Path:
+    return Path(tiny_qwen)
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +85,10 @@ def _masked_logits(llm, embeds, positions, start, n_v, kept, layer_k) -> torch.T
 
 
 # ------------------------------------------------------------------------------ tests
-def test_load_dispatches_by_model_type(ckpt, tmp_path):
+def test_load_dispatches_by_model_type(ckpt, tiny, tmp_path):
     llm = backbones.load(str(ckpt))
     assert type(llm) is Qwen25VLAdapter and llm.num_layers == 4 and llm.hidden_size == 64
-    llava = backbones.load(str(write_tiny_checkpoint(tmp_path / "llava", seed=0)))
+    llava = backbones.load(tiny)
     assert type(llava).__name__ == "LlavaOnevisionAdapter"
     with pytest.raises(OSError, match="cannot load"):
         backbones.load(str(tmp_path / "no-such-checkpoint"))
