@@ -96,14 +96,17 @@ class ResultsStore:
     def has(self, key: str) -> bool:
         """True when a readable record for `key` is at its path; an unreadable one counts as
         absent (with a warning), so its run is recomputed and the file replaced."""
+        return self._readable(key) is not None
+
+    def _readable(self, key: str) -> dict[str, Any] | None:
+        """`key`'s record, or None when there is none or it is unreadable (with a warning)."""
         try:
-            self.read(key)
+            return self.read(key)
         except FileNotFoundError:
-            return False
+            return None
         except MalformedRecord as err:
             log.warning("%s; run %s counts as not done and is recomputed", err, key)
-            return False
-        return True
+            return None
 
     def read(self, key: str) -> dict[str, Any]:
         """The record at `key`'s path: FileNotFoundError when there is none, MalformedRecord
@@ -137,7 +140,8 @@ class ResultsStore:
     def status(self, key: str) -> str | None:
         """The `status` of `key`'s record ("finished", "failed"), None when there is none (or
         an unreadable one): what decides whether a sweep computes the run again."""
-        return self.read(key).get("status") if self.has(key) else None
+        record = self._readable(key)
+        return None if record is None else record.get("status")
 
     def lock(self, key: str) -> FileLock:
         """The lock a sweep holds while it computes `key`, `<root>/.locks/<key>.lock`: taken
