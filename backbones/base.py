@@ -191,11 +191,17 @@ def check_positions(positions: str | None) -> str | None:
     return positions
 
 
-def representatives(kept: Tensor | None, assignment: Tensor, count: int) -> Tensor:
-    """[M] input index whose position each output token takes: `kept` for a selection, else the
-    first input token assigned to each output (an output nobody maps to: its predecessor's).
+def representatives(kept: Tensor | None, assignment: Tensor, count: int,
+                    representative: Tensor | None = None) -> Tensor:
+    """[M] input index whose position each output token takes: the method's own
+    `representative` where it names one (SCC's highest-degree node, VisionZip's target), else
+    `kept` for a selection, else the first input token assigned to each output (an output
+    nobody maps to: its predecessor's).
 
-    kept: [M] long or None; assignment: [K] long (output index per input token, -1: none)."""
+    kept, representative: [M] long or None; assignment: [K] long (output index per input
+    token, -1: none)."""
+    if representative is not None:
+        return representative.long().cpu()
     if kept is not None:
         return kept.long().cpu()
     assignment = assignment.long().cpu()

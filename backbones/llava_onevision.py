@@ -176,7 +176,8 @@ class LlavaOnevisionAdapter(DecoderAdapter):
             signals = self._signals(compressor, importance)
             result = compressor(video, grid=self.grid, **signals)
             visual = result.tokens.to(self.dtype)
-            index = representatives(result.kept, result.assignment, result.num_output)
+            index = representatives(result.kept, result.assignment, result.num_output,
+                                    result.representative)
             info = {**result.info, "achieved_retention": result.achieved_retention}
         compress = _now(self.device) - started
         return Prepared(

@@ -19,10 +19,10 @@ three places:
 2. **Positions** (METHODS.md section 11): M-RoPE ids of the FULL sequence (all N_v video pads)
    from the model's own `get_rope_index`; the LLM receives, for a pre-LLM compressor, the
    positions of the tokens it keeps: a selection (`out.kept`) keeps its tokens' (t, h, w); a
-   merged token takes its representative's. The compressors expose no representative beyond
-   `kept`, so a merged / pooled output takes the position of the FIRST (lowest-index) input
-   token assigned to it (VisionZip contextual: the first token of its cluster, not the target;
-   PLLaVA: the top-left token of its window); an output with no assigned token takes its
+   merged token takes its representative's (`Compressed.representative`: SCC's
+   highest-degree node, VisionZip's target for a contextual token; for a method that names
+   none, e.g. PLLaVA's pools, the first input token assigned to it, the window's top-left; an
+   output with no assigned token takes its
    predecessor's. Text keeps its full-sequence positions; decoding continues from the full
    sequence (`rope_deltas`), so compression never shifts the text. This is `positions=
    "original"`, the default, as FastVID, FlashVID, VidCom2 and LightCompress run Qwen2.5-VL.
@@ -237,7 +237,8 @@ class Qwen25VLAdapter(DecoderAdapter):
             signals = self._signals(compressor, importance)
             result = compressor(video, grid=(h, w), **signals)
             visual = result.tokens.to(self.dtype)
-            index = representatives(result.kept, result.assignment, result.num_output)
+            index = representatives(result.kept, result.assignment, result.num_output,
+                                    result.representative)
             info = {**result.info, "achieved_retention": result.achieved_retention}
         compress = _now(self.device) - started
         return Prepared(

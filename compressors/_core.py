@@ -26,6 +26,10 @@ class Compressed:
                  methods only; None where outputs are means or pools).
     num_input:   T*N, the uncompressed count N_v.
     info:        method-specific facts worth recording (tau used, pooled grid, ...).
+    representative: [M] long flat input index whose position each output token takes
+                 (METHODS.md section 11) where the method names one for merged tokens (SCC:
+                 the component's highest-degree node; VisionZip: a contextual token's
+                 target); None: `kept` for a selection, else the first input token assigned.
     """
 
     tokens: Tensor
@@ -33,6 +37,7 @@ class Compressed:
     num_input: int
     kept: Tensor | None = None
     info: dict[str, float | int | list[int]] = field(default_factory=dict)
+    representative: Tensor | None = None
 
     @property
     def num_output(self) -> int:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from compressors._core import Compressed, Grid, budget, check_video, select
 from compressors._params import integer_at_least, require_retention
-from compressors.registry import register
+from compressors.registry import Reference, register
 
 
 def _check(params: dict[str, Any]) -> None:
@@ -47,7 +47,14 @@ def keep_indices(attention: Tensor, budget: int) -> Tensor:
     return order[:budget].sort().values
 
 
-@register("fastv", stage="in_llm", signals=("attention",), check=_check)
+@register(
+    "fastv", stage="in_llm", signals=("attention",), check=_check, fidelity="port",
+    reference=Reference("pkunlp-icler/FastV", "d1659729b5bf1be225e99ee15783deeea80f63b1",
+                        "src/FastV/llava-hf/transformers/src/transformers/models/llama/"
+                        "modeling_llama.py",
+                        "official code for LLaVA-1.5 (LLaMA); here inside each backbone's "
+                        "decoder loop, K = 3 as LLaVA-Scissor compares it"),
+)
 def fastv(
     video: Tensor,
     *,

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from compressors._core import Compressed, Grid, budget, check_video, resolve_grid
 from compressors._params import require_retention
-from compressors.registry import register
+from compressors.registry import Reference, register
 
 
 def _check(params: dict[str, Any]) -> None:
@@ -83,7 +83,13 @@ def _cell(size: int, pooled: int, device: torch.device) -> Tensor:
     return ((2 * torch.arange(size, device=device) + 1) * pooled) // (2 * size)
 
 
-@register("pllava", check=_check, count=_count)
+@register(
+    "pllava", check=_check, count=_count, fidelity="variant",
+    reference=Reference("magic-research/PLLaVA", "6f49fd281a855c4fa3103595ba2800a4dce7ec88",
+                        "models/pllava/modeling_pllava.py",
+                        "adaptive_avg_pool3d as the official code; the pooled grid chosen from "
+                        "the budget (keep_aspect=true: the official square grids)"),
+)
 def pllava(
     video: Tensor,
     *,

@@ -12,6 +12,29 @@ from torch import Tensor
 from compressors._core import Compressed, Grid, budget, check_retention
 
 Stage = Literal["pre_llm", "in_llm"]
+Fidelity = Literal["official", "port", "variant", "baseline"]
+FIDELITIES: tuple[str, ...] = ("official", "port", "variant", "baseline")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where a method's code comes from: the official repository, the commit whose code it
+    follows and the file that holds the method there."""
+
+    repo: str
+    commit: str
+    file: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.repo.count("/") != 1 or ":" in self.repo or len(self.commit) != 40:
+            raise ValueError(f"a Reference names a GitHub 'owner/name' and a 40-digit commit, "
+                             f"got {self.repo!r} @ {self.commit!r}")
+
+    @property
+    def url(self) -> str:
+        """The file at that commit on GitHub."""
+        return f"https://github.com/{self.repo}/blob/{self.commit}/{self.file}"
 
 _REGISTRY: dict[str, _Entry] = {}
 
@@ -27,6 +50,8 @@ class _Entry:
     check: Callable[[dict[str, Any]], None] | None
     count: Count | None
     has_budget: bool
+    reference: Reference | None
+    fidelity: Fidelity
 
 
 def register(
@@ -37,6 +62,8 @@ def register(
     check: Callable[[dict[str, Any]], None] | None = None,
     count: Count | None = None,
     has_budget: bool = True,
+    reference: Reference | None = None,
+    fidelity: Fidelity = "baseline",
 ) -> Callable[[Callable[..., Compressed]], Callable[..., Compressed]]:
     """Register `fn(video, *, grid, retention, **params, **signals) -> Compressed` as `name`.
 
@@ -50,12 +77,22 @@ def register(
              video. Without it: M when a retention is set, else unknown (threshold mode).
     has_budget: False for a method with no budget mode (threshold only, e.g. `scc_official`):
              it takes no retention, and retention sweeps (`budgeted()`) leave it out.
+    reference: the official code the method follows (repository, commit, file).
+    fidelity: "official" (follows the official code for this setting), "port" (official code
+             exists only for another backbone; `reference.note` says which), "variant" (a
+             documented departure from the official code) or "baseline" (no official code:
+             a plain baseline such as uniform or random).
     """
+    if fidelity not in FIDELITIES:
+        raise ValueError(f"fidelity of {name!r} must be one of {FIDELITIES}, got {fidelity!r}")
+    if fidelity != "baseline" and reference is None:
+        raise ValueError(f"compressor {name!r} claims fidelity {fidelity!r} but names no reference")
 
     def wrap(fn: Callable[..., Compressed]) -> Callable[..., Compressed]:
         if name in _REGISTRY:
             raise ValueError(f"compressor {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(fn, stage, tuple(signals), check, count, has_budget)
+        _REGISTRY[name] = _Entry(fn, stage, tuple(signals), check, count, has_budget,
+                                 reference, fidelity)
         return fn
 
     return wrap
@@ -70,6 +107,17 @@ def budgeted() -> list[str]:
     """Names of the methods a retention r < 1 applies to (not `none`, not threshold-only
     methods), sorted: what a retention sweep runs."""
     return [n for n, entry in sorted(_REGISTRY.items()) if entry.has_budget and n != "none"]
+
+
+def provenance(name: str) -> dict[str, str]:
+    """What `name` follows: {fidelity, repo, commit, file, note, url} (empty where none)."""
+    entry = _entry(name)
+    ref = entry.reference
+    if ref is None:
+        return {"fidelity": entry.fidelity, "repo": "", "commit": "", "file": "", "note": "",
+                "url": ""}
+    return {"fidelity": entry.fidelity, "repo": ref.repo, "commit": ref.commit,
+            "file": ref.file, "note": ref.note, "url": ref.url}
 
 
 def _entry(name: str) -> _Entry:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from compressors._core import Compressed, Grid, budget, check_video, merge_into, normalize
-from compressors.registry import register
+from compressors.registry import Reference, register
 
 _GROW = 1.5  # a base pass short of M tokens is retried with at most 1.5x its spatial tokens
 _START = 1.5  # the budget search first tries the tau whose spatial stage keeps 1.5 M tokens
@@ -97,8 +97,9 @@ def connected_components(num_nodes: int, src: Tensor, dst: Tensor) -> Tensor:
         labels = hooked
 
 
-def _ordered_groups(labels: Tensor, degree: Tensor) -> tuple[Tensor, int]:
-    """Renumber components 0..k-1 by the index of their highest-degree node (ties: lowest)."""
+def _ordered_groups(labels: Tensor, degree: Tensor) -> tuple[Tensor, int, Tensor]:
+    """Renumber components 0..k-1 by the index of their highest-degree node (ties: lowest)
+    -> (group of each node, k, [k] each group's highest-degree node: its representative)."""
     n = labels.numel()
     idx = torch.arange(n, device=labels.device)
     score = degree.long() * n + (n - 1 - idx)
@@ -108,7 +109,7 @@ def _ordered_groups(labels: Tensor, degree: Tensor) -> tuple[Tensor, int]:
     roots = idx[is_root]
     rank = torch.empty_like(idx)
     rank[roots[key_node.argsort()]] = torch.arange(roots.numel(), device=labels.device)
-    return rank[labels], roots.numel()
+    return rank[labels], roots.numel(), key_node.sort().values
 
 
 def _smallest_member(labels: Tensor) -> Tensor:
@@ -130,11 +131,11 @@ def _sample_mask(batch: int, n: int, epsilon: float, seed: int, device: torch.de
 
 def _partition(
     sim: Tensor, threshold: float, epsilon: float | None, seed: int
-) -> tuple[Tensor, int]:
+) -> tuple[Tensor, int, Tensor]:
     """Ordered components of the graphs sim > threshold, one graph per leading index.
 
-    sim: [B, n, n] cosine similarities. Returns (group [B*n], number of groups); groups of
-    graph b come before those of graph b + 1.
+    sim: [B, n, n] cosine similarities. Returns (group [B*n], number of groups, each group's
+    highest-degree node [k] in 0..B*n-1); groups of graph b come before those of graph b + 1.
     """
     batch, n, _ = sim.shape
     adj = sim > threshold
@@ -187,7 +188,7 @@ class _Pass:
         sim_dtype: torch.dtype | None = None,
     ) -> None:
         self.tau, self.tau_temporal = tau, tau_temporal
-        self.spatial, k = _partition(spatial_sim, tau, epsilon, seed)
+        self.spatial, k, self.spatial_keys = _partition(spatial_sim, tau, epsilon, seed)
         self.sizes = torch.bincount(self.spatial, minlength=k).to(flat.dtype)
         if base is None:
             self.reps = _means(flat, self.spatial, k)
@@ -200,7 +201,9 @@ class _Pass:
         else:
             sim = _cosine(self.reps.to(sim_dtype), in_dtype=True)
         self.temporal_sim = sim[None]
-        self.temporal, self.count = _partition(self.temporal_sim, tau_temporal, epsilon, seed + 1)
+        self.temporal, self.count, self.temporal_keys = _partition(
+            self.temporal_sim, tau_temporal, epsilon, seed + 1
+        )
 
     @property
     def num_spatial(self) -> int:
@@ -345,7 +348,13 @@ def _search(
     return best, probes
 
 
-@register("scc", check=_check)
+@register(
+    "scc", check=_check, fidelity="variant",
+    reference=Reference("HumanMLLM/LLaVA-Scissor", "b63354c81e55c82e5d48ced3c993454183b79425",
+                        "llava/model/llava_arch_zip.py",
+                        "exact components (no epsilon sampling by default), a budget mode, "
+                        "float32 thresholds by default; scc_official is the step-by-step port"),
+)
 def scc(
     video: Tensor,
     *,
@@ -393,14 +402,17 @@ def scc(
     if target is None:
         result = _Pass(flat, spatial_sim, tau, tau if tau_temporal is None else tau_temporal,
                        epsilon, seed, sim_dtype=sim_dtype)
-        temporal, count, probes = result.temporal, result.count, 0
+        temporal, count, keys, probes = result.temporal, result.count, result.temporal_keys, 0
     else:
         result, probes = _search(flat, spatial_sim, target, epsilon, seed, sim_dtype)
-        temporal, count = result.temporal, result.count
+        temporal, count, keys = result.temporal, result.count, result.temporal_keys
         if count > target:
             labels, result.tau_temporal = _cut_to(result.temporal_sim[0], temporal, count, target)
             degree = (result.temporal_sim[0] >= result.tau_temporal).sum(-1)
-            temporal, count = _ordered_groups(labels, degree)
+            temporal, count, keys = _ordered_groups(labels, degree)
+    # a final token's position (METHODS.md section 11): its temporal component's
+    # highest-degree spatial token, whose own highest-degree frame token it is
+    representative = result.spatial_keys[keys]
 
     reps = _means(result.reps, temporal, count)
     info = {
@@ -414,4 +426,5 @@ def scc(
         tokens, assignment = merge_into(flat, reps)
     else:
         tokens, assignment = reps, temporal[result.spatial]
-    return Compressed(tokens.to(video.dtype), assignment, num_input, info=info)
+    return Compressed(tokens.to(video.dtype), assignment, num_input, info=info,
+                      representative=representative)

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from compressors._core import Compressed, Grid, check_video
-from compressors.registry import register
+from compressors.registry import Reference, register
 
 
 def _check(params: dict[str, Any]) -> None:
@@ -134,7 +134,11 @@ def _stage(
     return torch.stack([x[i].mean(dim=0) for i in index]), groups
 
 
-@register("scc_official", check=_check, has_budget=False)
+@register(
+    "scc_official", check=_check, has_budget=False, fidelity="official",
+    reference=Reference("HumanMLLM/LLaVA-Scissor", "b63354c81e55c82e5d48ced3c993454183b79425",
+                        "llava/model/llava_arch_zip.py"),
+)
 def scc_official(
     video: Tensor,
     *,

@@ -21,7 +21,8 @@ uses the [CLS] attention); ties go to the lower index. Two differences from the 
 the similarity used for assignment is the cosine of the compressed features themselves (the
 official code uses the head-averaged attention keys of the vision layer), and all arithmetic is
 in float32. Output per frame: dominant tokens in input order, then contextual tokens in target
-order; frames in order.
+order; frames in order. Each output's position (`representative`, METHODS.md section 11): a
+dominant token's own, a contextual token's target's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from compressors._core import Compressed, Grid, budget, check_video, frame_quotas, normalize
 from compressors._params import require_retention
-from compressors.registry import register
+from compressors.registry import Reference, register
 
 
 def _check(params: dict[str, Any]) -> None:
@@ -57,12 +58,15 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
-def _frames(x: Tensor, importance: Tensor, dominant: int, contextual: int) -> tuple[Tensor, Tensor]:
+def _frames(x: Tensor, importance: Tensor, dominant: int,
+            contextual: int) -> tuple[Tensor, Tensor, Tensor]:
     """VisionZip on G frames sharing one quota.
 
     x: [G, N, D] float32 features; importance: [G, N].
-    Returns (tokens [G, dominant + contextual, D], slot [G, N]): the output slot within its
-    frame that represents each input token (-1 if none, which happens only when contextual = 0).
+    Returns (tokens [G, dominant + contextual, D], slot [G, N], source [G, dominant +
+    contextual]): the output slot within its frame that represents each input token (-1 if
+    none, which happens only when contextual = 0), and the input token (within the frame) each
+    output stands for: a dominant token itself, a contextual token its target.
     """
     group, per_frame, _ = x.shape
     device = x.device
@@ -70,7 +74,7 @@ def _frames(x: Tensor, importance: Tensor, dominant: int, contextual: int) -> tu
     order = torch.sort(importance.float(), dim=1, descending=True, stable=True).indices
     dom = order[:, :dominant].sort(dim=1).values  # [G, d], input order
     slot.scatter_(1, dom, torch.arange(dominant, device=device).expand(group, -1))
-    tokens = [_gather(x, dom)]
+    tokens, source = [_gather(x, dom)], [dom]
     if contextual:
         is_rest = torch.ones(group, per_frame, dtype=torch.bool, device=device)
         is_rest.scatter_(1, dom, False)
@@ -92,10 +96,17 @@ def _frames(x: Tensor, importance: Tensor, dominant: int, contextual: int) -> tu
             1, targets, dominant + torch.arange(contextual, device=device).expand(group, -1)
         )
         slot.scatter_(1, others, dominant + nearest)
-    return torch.cat(tokens, dim=1), slot
+        source.append(targets)
+    return torch.cat(tokens, dim=1), slot, torch.cat(source, dim=1)
 
 
-@register("visionzip", signals=("importance",), check=_check)
+@register(
+    "visionzip", signals=("importance",), check=_check, fidelity="variant",
+    reference=Reference("dvlab-research/VisionZip", "3151f6df4fca36a4cd1c985e5956e725b1f9ad02",
+                        "visionzip/clip_encoder.py",
+                        "official code for CLIP image towers ([CLS] attention, key similarity); "
+                        "here per frame after projection, feature cosine, SigLIP importance"),
+)
 def visionzip(
     video: Tensor,
     *,
@@ -131,15 +142,18 @@ def visionzip(
     x = video.float()
     tokens = x.new_empty(total, dim)
     assignment = torch.full((frames, per_frame), -1, dtype=torch.long, device=video.device)
+    representative = torch.empty(total, dtype=torch.long, device=video.device)
     counts = {"dominant": 0, "contextual": 0}
     for quota in sorted(set(quotas.tolist()) - {0}):
         dominant, contextual = split_quota(quota, dominant_ratio)
         members = (quotas == quota).nonzero().flatten().to(video.device)
-        out, slot = _frames(x[members], importance[members], dominant, contextual)
+        out, slot, source = _frames(x[members], importance[members], dominant, contextual)
         first = start.to(video.device)[members]
         rows = first[:, None] + torch.arange(quota, device=video.device)
         tokens[rows.flatten()] = out.reshape(-1, dim)
+        representative[rows.flatten()] = (members[:, None] * per_frame + source).flatten()
         assignment[members] = torch.where(slot >= 0, slot + first[:, None], -1)
         counts["dominant"] += dominant * members.numel()
         counts["contextual"] += contextual * members.numel()
-    return Compressed(tokens.to(video.dtype), assignment.flatten(), frames * per_frame, info=counts)
+    return Compressed(tokens.to(video.dtype), assignment.flatten(), frames * per_frame, info=counts,
+                      representative=representative)

@@ -180,9 +180,9 @@ def test_spanning_trees_price_the_spatial_count(tau):
     sim = torch.nn.functional.normalize(video, dim=-1)
     sim = (sim @ sim.transpose(1, 2)).clamp(-1, 1)
     weights = _spanning_weights(sim)
-    _, count = _partition(sim, tau, None, 0)
+    _, count, _ = _partition(sim, tau, None, 0)
     assert count == 150 - int((weights > tau).sum())
-    _, at_guess = _partition(sim, _tau_for_count(weights, 150, count), None, 0)
+    _, at_guess, _ = _partition(sim, _tau_for_count(weights, 150, count), None, 0)
     assert at_guess == count
 
 
