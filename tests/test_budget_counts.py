@@ -27,12 +27,24 @@ BUDGETED = [n for n in compressors.budgeted() if compressors.registry._entry(n).
 @pytest.mark.parametrize("name", BUDGETED)
 @pytest.mark.parametrize("retention", [0.5, 0.1])
 @pytest.mark.parametrize("frames,grid", GEOMETRIES[1:])
-def test_expected_tokens_is_what_the_method_feeds(name, retention, frames, grid):
-    compressor = compressors.build(name, retention=retention)
+@pytest.mark.parametrize("mode", ["official", "exact"])
+def test_expected_tokens_is_what_the_method_feeds(name, retention, frames, grid, mode):
+    exact = {"budget_mode": mode} if "budget_mode" in compressors.defaults(name) else {}
+    compressor = compressors.build(name, retention=retention, **exact)
     video = _features(frames, grid)
     signals = {s: torch.rand(frames, grid[0] * grid[1]) for s in compressor.signals}
+    if name == "dycoke" and retention < compressors.dycoke.minimum_retention(frames):
+        with pytest.raises(ValueError, match="retention"):  # the anchor frames stay whole
+            compressor.expected_tokens(frames, grid)
+        with pytest.raises(ValueError, match="retention"):
+            compressor(video, grid=grid, **signals)
+        return
     fed = compressor(video, grid=grid, **signals).tokens.shape[0]
-    assert compressor.expected_tokens(frames, grid) == fed
+    expected = compressor.expected_tokens(frames, grid)
+    if exact.get("budget_mode") == "official":  # the official count: known or video-dependent
+        assert expected is None or expected == fed
+    else:
+        assert expected == fed
 
 
 def test_threshold_mode_count_is_unknown_and_none_keeps_all():

@@ -8,7 +8,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import compressors
@@ -20,18 +20,37 @@ SWEPT = ["none", *BUDGETED]  # what a retention sweep runs
 
 def _signals(name: str, frames: int, per_frame: int, gen: torch.Generator) -> dict:
     wanted = compressors.build(name, **_params(name, 0.5)).signals
-    shapes = {"importance": (frames, per_frame), "attention": (frames * per_frame,)}
+    shapes = {"importance": (frames, per_frame), "attention": (frames * per_frame,),
+              "head_attention": (frames, per_frame), "frame_features": (frames, 12)}
     return {s: torch.rand(shapes[s], generator=gen) for s in wanted}
 
 
-def _params(name: str, retention: float) -> dict:
-    """A retention for the budgeted methods; the full model and threshold-only methods run on
-    their defaults."""
-    return {"retention": retention} if name in BUDGETED else {}
+def _params(name: str, retention: float, mode: str = "exact") -> dict:
+    """A retention for the budgeted methods (in `mode`, "exact" or "official", for the methods
+    whose official count is not the budget: `budget_mode`); the full model and threshold-only
+    methods run on their defaults."""
+    if name not in BUDGETED:
+        return {}
+    exact = {"budget_mode": mode} if "budget_mode" in compressors.defaults(name) else {}
+    return {"retention": retention, **exact}
+
+
+def _reachable(name: str, frames: int, retention: float) -> bool:
+    """Whether the method can hand on budget(retention) tokens of `frames` frames: DyCoke never
+    prunes its anchor frames (METHODS.md section 13)."""
+    if name == "dycoke":
+        return retention >= compressors.dycoke.minimum_retention(frames)
+    return True
+
+
+def _grid(per_frame: int) -> tuple[int, int]:
+    side = int(per_frame**0.5)
+    return (side, side)
 
 
 def test_registry_lists_every_method_of_the_design():
-    expected = {"scc", "fastv", "visionzip", "pllava", "uniform", "random", "l2norm", "none"}
+    expected = {"scc", "fastv", "visionzip", "pllava", "uniform", "random", "l2norm", "none",
+                "holitom", "dycoke", "vidcom2", "fastvid", "prunevid"}
     assert expected <= set(compressors.available())
 
 
@@ -58,7 +77,7 @@ def test_every_compressor_config_instantiates(path):
         cfg = compose(overrides=[f"+compressor={path.stem}"])
     name = cfg.compressor.name
     threshold_mode = cfg.compressor.get("tau") is not None
-    retention = None if threshold_mode or name == "none" else 0.25
+    retention = None if threshold_mode or name == "none" else 0.5
     c = instantiate(cfg.compressor, **({"retention": retention} if retention else {}))
     assert isinstance(c, compressors.Compressor) and c.name == name
     video = torch.randn(4, 16, 8)
@@ -77,18 +96,25 @@ def test_every_compressor_config_instantiates(path):
     st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
     st.integers(0, 1000),
 )
-def test_budget_and_assignment_contract(name, frames, per_frame, dim, retention, dtype, seed):
+@pytest.mark.parametrize("mode", ["exact", "official"])
+def test_budget_and_assignment_contract(mode, name, frames, per_frame, dim, retention, dtype,
+                                        seed):
+    assume(_reachable(name, frames, retention))
     gen = torch.Generator().manual_seed(seed)
     video = torch.randn(frames, per_frame, dim, generator=gen).to(dtype)
     video[0, 0] = 0  # a zero token must not produce NaN
     signals = _signals(name, frames, per_frame, gen)
-    c = compressors.build(name, retention=retention)
+    c = compressors.build(name, **_params(name, retention, mode))
     out = c(video, **signals)
     target = compressors.budget(retention, frames * per_frame)
+    expected = c.expected_tokens(frames, _grid(per_frame))
     if name == "pllava":  # the largest pooling grid with at most M cells
         assert 1 <= out.num_output <= target
+    elif c.params.get("budget_mode", "exact") == "official":  # the official code's own count
+        assert 1 <= out.num_output <= frames * per_frame
+        assert expected is None or out.num_output == expected
     else:
-        assert out.num_output == target
+        assert out.num_output == target == expected
     assert out.tokens.dtype == dtype and out.tokens.shape[1] == dim
     assert torch.isfinite(out.tokens.float()).all()
     assert out.assignment.dtype == torch.long and out.assignment.shape == (frames * per_frame,)
@@ -127,3 +153,38 @@ def test_full_retention_keeps_every_token(name):
     # every input token reaches the LLM unchanged, each exactly once
     order = out.assignment.argsort()
     torch.testing.assert_close(out.tokens[out.assignment[order]], flat[order])
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", compressors.available())
+def test_every_method_states_its_provenance(name):
+    """Each entry says what it follows; a method with official-output fixtures was checked
+    against the commit its registry entry names (the fixture README states that commit)."""
+    p = compressors.provenance(name)
+    assert p["fidelity"] in compressors.registry.FIDELITIES
+    if p["fidelity"] == "baseline":
+        assert p["repo"] == "" and not (FIXTURES / name).exists()
+        return
+    assert p["repo"].count("/") == 1 and len(p["commit"]) == 40 and p["file"]
+    assert p["url"] == f"https://github.com/{p['repo']}/blob/{p['commit']}/{p['file']}"
+    if p["fidelity"] == "port":
+        assert p["note"], f"{name}: a port says which backbone the official code is for"
+    readme = FIXTURES / name / "README.md"
+    if readme.exists():
+        assert p["commit"] in readme.read_text()
+
+
+def test_new_methods_carry_official_fixtures():
+    for name in ("fastvid", "holitom", "dycoke", "prunevid", "vidcom2", "scc_official"):
+        assert list((FIXTURES / name).glob("*.pt")), f"{name} has no official-output fixtures"
+
+
+def test_a_reference_must_name_a_repository_and_commit():
+    with pytest.raises(ValueError, match="owner/name"):
+        compressors.Reference("https://github.com/a/b", "0" * 40, "f.py")
+    with pytest.raises(ValueError, match="40-digit"):
+        compressors.Reference("a/b", "abc", "f.py")
+    with pytest.raises(ValueError, match="names no reference"):
+        compressors.register("nowhere", fidelity="official")(lambda video, **kw: None)
