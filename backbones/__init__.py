@@ -40,8 +40,10 @@ __all__ = [
     "Prepared",
     "VideoLLM",
     "check_positions",
+    "TINY_CHECKPOINTS",
     "fingerprint",
     "load",
+    "write_tiny",
 ]
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -56,6 +58,8 @@ def load(
     video_newline: bool = False,
     preprocess: str | None = None,
     positions: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> VideoLLM:
     """Load a LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory) as a
     `VideoLLM`; the adapter is chosen by the checkpoint config's `model_type`
@@ -83,6 +87,10 @@ def load(
                          backbone's reference default, "contiguous" on LLaVA-OneVision
                          (LLaVA-Scissor), "original" on Qwen2.5-VL (FastVID, FlashVID, VidCom2,
                          LightCompress); the adapter's `positions` attribute says which.
+    min_pixels, max_pixels: Qwen-VL only: per-frame pixel bounds of the processor's resize, as
+                         lmms-eval's `qwen2_5_vl` model arguments; None: lmms-eval's defaults
+                         (the adapter's `pixels` attribute says which ran). An error on other
+                         backbones, whose frames are resized to the tower's fixed size.
     Raises ValueError for a bad `dtype`, `preprocess` or `positions` before anything loads,
     and OSError
     naming `pretrained` when it is neither a directory nor loadable from the hub (offline: not
@@ -92,6 +100,10 @@ def load(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     check_preprocess(preprocess)
     check_positions(positions)
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
     import torch
     from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
 
@@ -104,7 +116,13 @@ def load(
     try:
         kind = getattr(AutoConfig.from_pretrained(path), "model_type", "llava_onevision")
         if kind == "qwen2_5_vl":
-            return _load_qwen2_5_vl(path, torch_dtype, device, attn_implementation, positions)
+            return _load_qwen2_5_vl(path, torch_dtype, device, attn_implementation, positions,
+                                    min_pixels, max_pixels)
+        if min_pixels is not None or max_pixels is not None:
+            raise ValueError(
+                f"min_pixels / max_pixels apply to Qwen-VL checkpoints only; {pretrained!r} is "
+                f"{kind!r}, whose frames are resized to its vision tower's size: remove them"
+            )
         processor = AutoProcessor.from_pretrained(path)
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(
             path, dtype=torch_dtype, attn_implementation=attn_implementation
@@ -130,7 +148,8 @@ def load(
 
 
 def _load_qwen2_5_vl(
-    path: str, dtype: Any, device: str, attn_implementation: str, positions: str | None
+    path: str, dtype: Any, device: str, attn_implementation: str, positions: str | None,
+    min_pixels: int | None, max_pixels: int | None,
 ) -> VideoLLM:
     """A Qwen2.5-VL checkpoint as `Qwen25VLAdapter` (its processor; lmms-eval's pixel bounds).
     `video_newline` and `preprocess` do not apply (the processor's preprocessing always)."""
@@ -142,7 +161,26 @@ def _load_qwen2_5_vl(
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation
     )
-    return Qwen25VLAdapter(model.to(device), processor, positions=positions)
+    return Qwen25VLAdapter(model.to(device), processor, positions=positions,
+                           min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+# The random checkpoints a model config can ask the runner to write (`create_if_missing`).
+TINY_CHECKPOINTS = {
+    "tiny": "backbones.tiny:write_tiny_checkpoint",
+    "tiny_qwen2_5_vl": "backbones.tiny:write_tiny_qwen2_5_vl",
+    "tiny_llava_video": "backbones.tiny_llava_next:write_tiny_llava_video",
+}
+
+
+def write_tiny(name: str, path: str | Path) -> Path:
+    """Write the tiny checkpoint `name` (a key of `TINY_CHECKPOINTS`) to `path`."""
+    import importlib
+
+    if name not in TINY_CHECKPOINTS:
+        raise ValueError(f"no tiny checkpoint {name!r}; known: {', '.join(TINY_CHECKPOINTS)}")
+    module, function = TINY_CHECKPOINTS[name].split(":")
+    return getattr(importlib.import_module(module), function)(path)
 
 
 def fingerprint(pretrained: str) -> str | None:

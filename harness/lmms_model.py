@@ -260,6 +260,8 @@ class ScissorBench(lmms):
         video_newline: bool | str = False,
         preprocess: str | None = None,
         positions: str | None = None,
+        min_pixels: int | str | None = None,
+        max_pixels: int | str | None = None,
         honour_until: bool | str = False,
         records_path: str | None = None,
         feature_cache: str | None = None,
@@ -291,8 +293,9 @@ class ScissorBench(lmms):
         self.records_path = self._rank_path(records_path) if records_path else None
         if self.records_path is not None:  # appended to: a resumed run keeps earlier records
             self.records_path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = {"min_pixels": parse_value(min_pixels), "max_pixels": parse_value(max_pixels)}
         self._load_model(pretrained, attn_implementation, video_newline, preprocess, positions,
-                         feature_cache)
+                         feature_cache, pixels)
         self._identity_key = _digest(self.identity())
         self._journal = _read_journal(records_path, self._identity_key)
         self.resumed = 0  # requests answered from the journal in this process
@@ -344,6 +347,7 @@ class ScissorBench(lmms):
         preprocess: str | None,
         positions: str | None,
         feature_cache: str | None,
+        pixels: dict[str, int | None] | None = None,
     ) -> None:
         """The backbone (`backbones.load`) and, if asked, the sweep's feature cache, keyed by
         everything that changes the features: checkpoint, weights, dtype, preprocessing."""
@@ -360,9 +364,12 @@ class ScissorBench(lmms):
             video_newline=video_newline,
             preprocess=preprocess,
             positions=positions,
+            **(pixels or {}),
         )
         self._check_in_llm_layer()
         model_id = f"{pretrained}|{self.weights_fingerprint}|{self.dtype}|{self.llm.preprocess}"
+        if getattr(self.llm, "pixels", None):  # Qwen-VL: the resize bounds change the features
+            model_id += f"|{self.llm.pixels['shortest_edge']}-{self.llm.pixels['longest_edge']}"
         self.features = (
             FeatureCache(feature_cache, model_id, self.max_frames_num) if feature_cache else None
         )
@@ -384,7 +391,7 @@ class ScissorBench(lmms):
         """Every setting that changes an answer (not rank, device, records_path or
         feature_cache): checkpoint and weights digest, compressor and parameters, retention,
         frames, dtype, preprocessing, position policy (resolved), attention, video newline,
-        honour_until."""
+        honour_until, and on Qwen-VL the resize bounds (`pixels`)."""
         return {
             "pretrained": self.pretrained,
             "weights": self.weights_fingerprint,
@@ -398,6 +405,7 @@ class ScissorBench(lmms):
             "attn_implementation": self.attn_implementation,
             "video_newline": self.video_newline,
             "honour_until": self.honour_until,
+            **({"pixels": dict(self.llm.pixels)} if getattr(self.llm, "pixels", None) else {}),
         }
 
     def __repr__(self) -> str:

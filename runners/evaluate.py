@@ -129,16 +129,12 @@ def _error(store: ResultsStore, key: str) -> str:
 def _prepare_assets(cfg: DictConfig, runs: list[Run]) -> None:
     """Write what a run needs and can make itself: the tiny checkpoint, the synthetic test split."""
     model = cfg.model
-    if model.get("create_if_missing") == "tiny" and not Path(model.pretrained).exists():
-        from backbones.tiny import write_tiny_checkpoint
+    writer = model.get("create_if_missing")
+    if writer and not Path(model.pretrained).exists():
+        from backbones import write_tiny
 
-        log.info("writing the tiny checkpoint to %s", model.pretrained)
-        write_tiny_checkpoint(model.pretrained)
-    if model.get("create_if_missing") == "tiny_qwen2_5_vl" and not Path(model.pretrained).exists():
-        from backbones.tiny import write_tiny_qwen2_5_vl
-
-        log.info("writing the tiny Qwen2.5-VL checkpoint to %s", model.pretrained)
-        write_tiny_qwen2_5_vl(model.pretrained)
+        log.info("writing the %s checkpoint to %s", writer, model.pretrained)
+        write_tiny(writer, model.pretrained)
     if any(r.include_path == "scissorbench" for r in runs):
         from synthetic.task import (
             SPLIT_SEEDS,
@@ -189,6 +185,8 @@ def _model(cfg: DictConfig, first: Run, samples_path: Path):
         video_newline=model.get("video_newline", False),
         preprocess=model.get("preprocess"),
         positions=model.get("positions"),
+        min_pixels=model.get("min_pixels"),
+        max_pixels=model.get("max_pixels"),
         honour_until=model.get("honour_until", False),
         records_path=str(samples_path),
         feature_cache=str(Path(cfg.results_dir) / ".features") if cfg.feature_cache else None,

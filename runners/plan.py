@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import compressors
-from backbones import DTYPES, POSITIONS, PREPROCESS, fingerprint
+from backbones import DTYPES, POSITIONS, PREPROCESS, TINY_CHECKPOINTS, fingerprint
 from harness.video import check_frame_count
 from records.store import run_key
 from runners.schema import portable
@@ -84,6 +84,12 @@ def _check_model(model: dict[str, Any]) -> None:
         raise ConfigError(f"model.positions must be one of {POSITIONS} (or null: the "
                           "backbone's default, contiguous on LLaVA-OneVision, original on "
                           f"Qwen2.5-VL), got {model['positions']!r}")
+    for bound in ("min_pixels", "max_pixels"):
+        value = model.get(bound)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ConfigError(f"model.{bound} must be a positive number of pixels per frame "
+                              f"(Qwen-VL only; null: lmms-eval's default), got {value!r}")
     try:
         check_frame_count(model.get("max_frames_num", 1), "model.max_frames_num")
     except ValueError as err:
@@ -92,7 +98,11 @@ def _check_model(model: dict[str, Any]) -> None:
     if attention not in ATTENTION:
         raise ConfigError(f"model.attn_implementation must be one of {ATTENTION}, "
                           f"got {attention!r}")
-    _check_pretrained(str(model["pretrained"]), creatable=bool(model.get("create_if_missing")))
+    creatable = model.get("create_if_missing")
+    if creatable and creatable not in TINY_CHECKPOINTS:
+        raise ConfigError(f"model.create_if_missing must name a tiny checkpoint "
+                          f"({', '.join(TINY_CHECKPOINTS)}), got {creatable!r}")
+    _check_pretrained(str(model["pretrained"]), creatable=bool(creatable))
 
 
 def _check_pretrained(pretrained: str, creatable: bool) -> None:

