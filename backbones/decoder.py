@@ -56,8 +56,6 @@ class DecoderAdapter(VideoLLM):
             raise NotImplementedError(
                 "backbones: sliding-window attention layers are not supported by the decoder loop"
             )
-        if any(hasattr(layer.self_attn, "q_norm") for layer in self._lm.layers):
-            raise NotImplementedError("backbones: q/k-normalised attention (Qwen3) not supported")
         self._stop_ids = self._stop_token_ids()
         self.vocab_size = min(len(self.tokenizer), int(model.lm_head.out_features))
         self._eager = getattr(self._lm.config, "_attn_implementation", "sdpa") == "eager"
@@ -158,16 +156,19 @@ class DecoderAdapter(VideoLLM):
 
         hidden: [1, S, D] input hidden states of decoder layer `layer_index`; rotary: its
         (cos, sin), each [1, S, head_dim]. Recomputed from the layer's own projections: q for the
-        last position, k for all (GQA: kv heads repeated); softmax in float32 over every key
-        (the last position sees the whole causal prefix).
+        last position, k for all (GQA: kv heads repeated; Qwen3: q/k RMS-normed per head);
+        softmax in float32 over every key (the last position sees the whole causal prefix).
         """
         layer = self._lm.layers[layer_index]
         attn = layer.self_attn
         head_dim = attn.head_dim
         x = layer.input_layernorm(hidden)
         length = x.shape[1]
-        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)  # [1, H, 1, hd]
-        k = attn.k_proj(x).view(1, length, -1, head_dim).transpose(1, 2)  # [1, KV, S, hd]
+        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim)
+        k = attn.k_proj(x).view(1, length, -1, head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3: RMS norm of q and k per head, before the rotary
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [1, H, 1, hd], [1, KV, S, hd]
         cos, sin = rotary
         q = _rotate(q.float(), cos[:, -1:].float(), sin[:, -1:].float())
         k = _rotate(k.float(), cos.float(), sin.float())
