@@ -60,10 +60,12 @@ def load(
     positions: str | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    vision_head: str | None = None,
 ) -> VideoLLM:
     """Load a LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory) as a
     `VideoLLM`; the adapter is chosen by the checkpoint config's `model_type`
-    ("qwen2_5_vl": `Qwen25VLAdapter`, anything else: `LlavaOnevisionAdapter` as before).
+    ("qwen2_5_vl": `Qwen25VLAdapter`, "qwen3_vl": `Qwen3VLAdapter`, anything else:
+    `LlavaOnevisionAdapter`).
 
     pretrained:          hub id (e.g. "llava-hf/llava-onevision-qwen2-0.5b-ov-hf") or a local
                          directory; a LLaVA-NeXT checkpoint is converted once first
@@ -91,6 +93,12 @@ def load(
                          lmms-eval's `qwen2_5_vl` model arguments; None: lmms-eval's defaults
                          (the adapter's `pixels` attribute says which ran). An error on other
                          backbones, whose frames are resized to the tower's fixed size.
+    vision_head:         LLaVA only: hub id or directory of the SigLIP checkpoint whose
+                         post_layernorm + attention-pooling head give FastVID's signals
+                         (`backbones.siglip_head`; google/siglip-so400m-patch14-384 for the
+                         real LLaVA checkpoints), loaded only when a compressor asks for them;
+                         None: none. An error on Qwen-VL, whose FastVID signals come from its
+                         own tower.
     Raises ValueError for a bad `dtype`, `preprocess` or `positions` before anything loads,
     and OSError
     naming `pretrained` when it is neither a directory nor loadable from the hub (offline: not
@@ -104,6 +112,8 @@ def load(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
+    if vision_head is not None and (not isinstance(vision_head, str) or not vision_head):
+        raise ValueError(f"vision_head must be a SigLIP hub id or directory, got {vision_head!r}")
     import torch
     from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
 
@@ -115,9 +125,14 @@ def load(
     torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
         kind = getattr(AutoConfig.from_pretrained(path), "model_type", "llava_onevision")
-        if kind == "qwen2_5_vl":
-            return _load_qwen2_5_vl(path, torch_dtype, device, attn_implementation, positions,
-                                    min_pixels, max_pixels)
+        if kind in ("qwen2_5_vl", "qwen3_vl") and vision_head is not None:
+            raise ValueError(
+                f"vision_head applies to LLaVA (SigLIP) checkpoints only; {pretrained!r} is "
+                f"{kind!r}, whose FastVID signals come from its own vision tower: remove it"
+            )
+        if kind in ("qwen2_5_vl", "qwen3_vl"):
+            return _load_qwen_vl(kind, path, torch_dtype, device, attn_implementation,
+                                 positions, min_pixels, max_pixels)
         if min_pixels is not None or max_pixels is not None:
             raise ValueError(
                 f"min_pixels / max_pixels apply to Qwen-VL checkpoints only; {pretrained!r} is "
@@ -140,29 +155,38 @@ def load(
     if layout is not None:  # LLaVA-Video: LLaVA-NeXT's pooling and grid newlines
         return LlavaVideoAdapter(
             model, processor, layout=layout, video_newline=video_newline,
-            preprocess=preprocess, positions=positions,
+            preprocess=preprocess, positions=positions, vision_head=vision_head,
         )
     return LlavaOnevisionAdapter(
-        model, processor, video_newline=video_newline, preprocess=preprocess, positions=positions
+        model, processor, video_newline=video_newline, preprocess=preprocess, positions=positions,
+        vision_head=vision_head,
     )
 
 
-def _load_qwen2_5_vl(
-    path: str, dtype: Any, device: str, attn_implementation: str, positions: str | None,
-    min_pixels: int | None, max_pixels: int | None,
+def _load_qwen_vl(
+    kind: str, path: str, dtype: Any, device: str, attn_implementation: str,
+    positions: str | None, min_pixels: int | None, max_pixels: int | None,
 ) -> VideoLLM:
-    """A Qwen2.5-VL checkpoint as `Qwen25VLAdapter` (its processor; lmms-eval's pixel bounds).
-    `video_newline` and `preprocess` do not apply (the processor's preprocessing always)."""
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    """A Qwen2.5-VL or Qwen3-VL checkpoint as `Qwen25VLAdapter` / `Qwen3VLAdapter` (its
+    processor; lmms-eval's pixel bounds). `video_newline` and `preprocess` do not apply (the
+    processor's preprocessing always)."""
+    from transformers import (
+        AutoProcessor,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
 
     from backbones.qwen2_5_vl import Qwen25VLAdapter
+    from backbones.qwen3_vl import Qwen3VLAdapter
 
+    model_class, adapter = {
+        "qwen2_5_vl": (Qwen2_5_VLForConditionalGeneration, Qwen25VLAdapter),
+        "qwen3_vl": (Qwen3VLForConditionalGeneration, Qwen3VLAdapter),
+    }[kind]
     processor = AutoProcessor.from_pretrained(path)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, dtype=dtype, attn_implementation=attn_implementation
-    )
-    return Qwen25VLAdapter(model.to(device), processor, positions=positions,
-                           min_pixels=min_pixels, max_pixels=max_pixels)
+    model = model_class.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    return adapter(model.to(device), processor, positions=positions, min_pixels=min_pixels,
+                   max_pixels=max_pixels)
 
 
 # The random checkpoints a model config can ask the runner to write (`create_if_missing`).
@@ -170,6 +194,7 @@ TINY_CHECKPOINTS = {
     "tiny": "backbones.tiny:write_tiny_checkpoint",
     "tiny_qwen2_5_vl": "backbones.tiny:write_tiny_qwen2_5_vl",
     "tiny_llava_video": "backbones.tiny_llava_next:write_tiny_llava_video",
+    "tiny_qwen3_vl": "backbones.tiny:write_tiny_qwen3_vl",
 }
 
 

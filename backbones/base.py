@@ -94,7 +94,10 @@ class Prepared:
     source_index:  [V] long, the input token (of the N_v) whose position each fed visual token
                    takes under `positions="original"` (`representatives`; arange(N_v) when
                    nothing is dropped before the LLM); None: unused.
-    rope:          adapter-specific position facts (Qwen2.5-VL: {"second_per_grid_t": s}).
+    rope:          adapter-specific position facts (Qwen2.5-VL: {"second_per_grid_t": s};
+                   Qwen3-VL adds "timestamps", the seconds of each temporal patch).
+    deepstack:     Qwen3-VL: [L, V, D] the DeepStack features of the fed tokens (fed order),
+                   added to their hidden states after decoder layers 0..L-1; None elsewhere.
     """
 
     visual: Tensor
@@ -106,7 +109,8 @@ class Prepared:
     info: dict[str, Any] = field(default_factory=dict)
     grid: tuple[int, int] | None = None
     source_index: Tensor | None = None
-    rope: dict[str, float] | None = None
+    rope: dict[str, Any] | None = None
+    deepstack: Tensor | None = None
 
     @property
     def visual_tokens_fed(self) -> int:

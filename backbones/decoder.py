@@ -7,8 +7,9 @@ them: the stop tokens, the per-layer call with the KV cache (an explicit causal 
 eager attention, which has no `is_causal`), logits cut to the tokenizer's real vocabulary (the
 official loader shrinks the embeddings to len(tokenizer); converted checkpoints keep padded
 rows), FastV's attention row of the last prompt token recomputed from a layer's own q/k, the
-in-LLM plan and the model signals of a compressor, `generate`, `loglikelihood` and the
-per-sample accounting.
+in-LLM plan and the model signals of a compressor (which the adapter computes, only those
+asked for, in `encode_signals`; `encoded=` hands `prepare` a cached encoding instead),
+`generate`, `loglikelihood` and the per-sample accounting.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ _IM_END = "<|im_end|>"
 class DecoderAdapter(VideoLLM):
     """What every adapter's decoder loop shares (module docstring). A subclass calls
     `_init_decoder(model, processor, positions=..., default=...)` in its `__init__` and
-    implements `prepare`, `prompt_embeddings`, `prefill` and `step`."""
+    implements `prepare`, `prompt_embeddings`, `prefill` and `step` (and `encode_signals`).
+
+    SIGNALS:         the model signals a pre-LLM compressor can ask this adapter for.
+    DERIVED_SIGNALS: those of them `prepare` computes from the features themselves (so a
+                     cached encoding need not hold them).
+    """
+
+    SIGNALS: tuple[str, ...] = ("importance",)
+    DERIVED_SIGNALS: tuple[str, ...] = ()
 
     def _init_decoder(
         self, model: Any, processor: Any, *, positions: str | None, default: str
@@ -95,16 +104,75 @@ class DecoderAdapter(VideoLLM):
             )
         return {"layer": layer, "budget": compressors.budget(compressor.params["retention"], n_v)}
 
-    def _signals(self, compressor: Any, importance: Tensor | None) -> dict[str, Tensor]:
-        signals: dict[str, Tensor] = {}
-        for name in compressor.signals:
-            if name != "importance" or importance is None:
-                raise NotImplementedError(
-                    f"backbones: compressor {compressor.name!r} needs signal {name!r}, which "
-                    "this adapter does not provide before the LLM (it provides: importance)"
-                )
-            signals[name] = importance
-        return signals
+    def check_signals(self, compressor: Any) -> None:
+        """Raise NotImplementedError now (before any video) if `compressor` asks for a signal
+        this adapter cannot compute before the LLM (`SIGNALS`)."""
+        missing = [n for n in self.tower_signals(compressor) if n not in self.SIGNALS]
+        if missing:
+            raise NotImplementedError(
+                f"backbones: compressor {compressor.name!r} needs signal(s) {missing}, which "
+                f"this adapter does not provide before the LLM (it provides: "
+                f"{', '.join(self.SIGNALS)})"
+            )
+
+    def tower_signals(self, compressor: Any) -> tuple[str, ...]:
+        """The signals `encode_signals` must compute for `prepare` to apply `compressor`: its
+        declared ones (none for the full model and in-LLM methods) except those `prepare`
+        derives from the features themselves (`DERIVED_SIGNALS`)."""
+        if compressor is None or compressor.name == "none" or compressor.stage == "in_llm":
+            return ()
+        return tuple(n for n in compressor.signals if n not in self.DERIVED_SIGNALS)
+
+    def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
+        """(features, importance or None) of uint8 frames: `encode_signals` with only the
+        importance, if asked (the form the sweep's feature cache and the tests read)."""
+        video, signals = self.encode_signals(frames, ("importance",) if importance else ())
+        return video, signals.get("importance")
+
+    def encode_signals(self, frames: np.ndarray, signals: tuple[str, ...] = ()
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(features, {name: signal}) of uint8 frames, the signals of `signals` only."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode videos by itself")
+
+    def _derived_signals(self, video: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
+        """The `DERIVED_SIGNALS` among `names`, from the features [T, N, D]; none here."""
+        return {}
+
+    def _encoded(self, frames: Any, compressor: Any, encoded: Any) -> tuple[Tensor, dict]:
+        """(features, signals) for `prepare`: encoded now from `frames`, or taken from
+        `encoded` = (features, {name: signal}) (a sweep's feature cache; the older form
+        (features, importance or None) is read too), checked to hold what `compressor` needs."""
+        wanted = self.tower_signals(compressor)
+        if encoded is None:
+            return self.encode_signals(_check_frames(frames), wanted)
+        video, signals = encoded
+        if not isinstance(signals, dict):
+            signals = {} if signals is None else {"importance": signals}
+        missing = [n for n in wanted if signals.get(n) is None]
+        if missing:
+            raise ValueError(f"the cached features lack the {', '.join(missing)} this "
+                             "compressor needs")
+        signals = {n: s.to(self.device) for n, s in signals.items() if s is not None}
+        return video.to(self.device, self.dtype), signals
+
+    def _signals(self, compressor: Any, available: dict[str, Tensor] | Tensor | None,
+                 video: Tensor | None = None) -> dict[str, Tensor]:
+        """The keyword signals of a pre-LLM `compressor` from those computed (`available`: a
+        dict, or the importance tensor alone, or None) and, for `DERIVED_SIGNALS`, from the
+        features [T, N, D] `video`."""
+        if not isinstance(available, dict):
+            available = {} if available is None else {"importance": available}
+        if video is not None:
+            derived = tuple(n for n in compressor.signals if n in self.DERIVED_SIGNALS)
+            available = {**available, **self._derived_signals(video, derived)}
+        missing = [n for n in compressor.signals if available.get(n) is None]
+        if missing:
+            raise NotImplementedError(
+                f"backbones: compressor {compressor.name!r} needs signal(s) {missing}, which "
+                f"this adapter does not provide before the LLM (it provides: "
+                f"{', '.join(self.SIGNALS)})"
+            )
+        return {n: available[n] for n in compressor.signals}
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added (Qwen2 has no BOS)."""

@@ -1,6 +1,6 @@
 """LLaVA-OneVision (transformers' `LlavaOnevisionForConditionalGeneration`) as a `VideoLLM`.
 
-The adapter reaches into the model in three places and nowhere else:
+The adapter reaches into the model in these places and nowhere else:
 
 1. **Visual features** (`prepare`): the processor's video preprocessing (or, with
    `preprocess="llava_next"`, LLaVA-NeXT's own: `backbones.preprocess`), then the model's own
@@ -13,7 +13,19 @@ The adapter reaches into the model in three places and nowhere else:
    over heads and queries and pooled like the features -> [T, N]. A forward pre-hook captures
    that layer's input; its `layer_norm1`, `q_proj`, `k_proj` give the one attention map. The
    tower itself runs unchanged (SDPA), and only when the compressor asks for `importance`.
-3. **The decoder loop** (`prefill`, decode steps): our own loop over
+3. **FastVID's signals** (`frame_features`, `head_attention`; `backbones.siglip_head`): a
+   forward pre-hook captures the projector's input [T, P, Dv] (the truncated tower's output,
+   the official `hidden_states[-1]`), which goes through the ORIGINAL SigLIP checkpoint's
+   `post_layernorm` + attention-pooling head (`vision_head`, e.g.
+   google/siglip-so400m-patch14-384, loaded on first use in the model's dtype): its pooled
+   vector per frame, and its head-averaged probe attention [T, P] viewed [T, 1, h, w] and
+   resized bilinearly (align_corners=False) to the token grid, as FastVID's
+   `get_attn_2dPool` (github.com/LunarShen/FastVID at a40a109,
+   `fastvid_llavaonevision/LLaVA-NeXT/llava/model/llava_arch.py`, with
+   `SigLipVisionAbstract` in `multimodal_encoder/siglip_encoder.py`). The official code
+   handles only the square 27x27 grid and bilinear pooling; here any (h, w) is resized to
+   the adapter's grid. Computed only when a compressor asks for them.
+4. **The decoder loop** (`prefill`, decode steps): our own loop over
    `model.model.language_model.layers`: embed -> rotary (cos, sin for every position) -> layers
    -> norm -> `lm_head`, with `attention_mask=None` (batch size 1: SDPA's `is_causal` covers the
    prefill; a 1-token decode step attends to its whole cache; under eager attention, which has
@@ -76,6 +88,7 @@ from torch import Tensor
 from backbones.base import Prefill, Prepared, representatives
 from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now, _offset_cache
 from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
+from backbones.siglip_head import HEAD_SIGNALS, SiglipHead
 from compressors.fastv import keep_indices
 
 __all__ = ["SYSTEM_PROMPT", "LlavaOnevisionAdapter"]
@@ -95,9 +108,13 @@ class LlavaOnevisionAdapter(DecoderAdapter):
                    processor's size, mean and std).
     positions:     "contiguous" (None: the default, LLaVA-Scissor's renumbering) or "original"
                    (full-sequence positions; module docstring).
+    vision_head:   hub id or directory of the SigLIP checkpoint whose `post_layernorm` + head
+                   give FastVID's `frame_features` / `head_attention` (module docstring, item
+                   3); loaded on first use; None: those signals are unavailable.
     """
 
     DEFAULT_POSITIONS = "contiguous"
+    SIGNALS = ("importance", *HEAD_SIGNALS)
 
     def __init__(
         self,
@@ -107,6 +124,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         video_newline: bool = False,
         preprocess: str = "hf",
         positions: str | None = None,
+        vision_head: str | None = None,
     ) -> None:
         if preprocess not in PREPROCESS:
             raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
@@ -120,6 +138,8 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         self._patch_grid = (side, side)
         self.grid = (math.ceil(side / 2), math.ceil(side / 2))
         self.tokens_per_frame = self.grid[0] * self.grid[1]
+        self.vision_head = vision_head
+        self._head: SiglipHead | None = None
 
     # ---------------------------------------------------------------- properties
 
@@ -133,32 +153,27 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         compressor: Any = None,
         retention: float | None = None,
         *,
-        encoded: tuple[Tensor, Tensor | None] | None = None,
+        encoded: tuple[Tensor, Any] | None = None,
     ) -> Prepared:
         """Encode uint8 frames [T, H, W, 3]; apply a pre-LLM compressor (see the module doc).
 
         compressor: a `compressors.Compressor`; None or "none" runs the full model. Pre-LLM
-                    methods get the features [T, N, D] (and `importance` [T, N] if they ask);
-                    in-LLM methods (FastV) are remembered for the decoder loop.
+                    methods get the features [T, N, D] and the signals they declare
+                    (`importance` [T, N], `frame_features` [T, C], `head_attention` [T, N]),
+                    only those computed; in-LLM methods (FastV) are remembered for the decoder
+                    loop.
         retention:  the target r; if the compressor was built without one, it is bound here
                     (it must agree with the compressor's own when both are given).
-        encoded:    (features [T, N, D], importance [T, N] or None) from an earlier `encode`
-                    of the same video (a sweep's feature cache); `frames` is then unused.
+        encoded:    (features [T, N, D], {name: signal}) from an earlier `encode_signals` of
+                    the same video (a sweep's feature cache; (features, importance or None)
+                    as from `encode` is read too), holding what the compressor asks for;
+                    `frames` is then unused.
         """
         compressor = _bind(compressor, retention)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        wants_importance = compressor is not None and "importance" in compressor.signals
-
         started = _now(self.device)
-        if encoded is None:
-            video, importance = self.encode(_check_frames(frames), importance=wants_importance)
-        else:
-            video, importance = encoded
-            if wants_importance and importance is None:
-                raise ValueError("the cached features lack the importance this compressor needs")
-            video = video.to(self.device, self.dtype)
-            importance = None if importance is None else importance.to(self.device)
+        video, signals = self._encoded(frames, compressor, encoded)
         num_frames = video.shape[0]
         vision = _now(self.device) - started
 
@@ -173,8 +188,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
             visual = video.reshape(n_v, -1)
             info = {"achieved_retention": in_llm["budget"] / n_v, "layer": in_llm["layer"]}
         else:
-            signals = self._signals(compressor, importance)
-            result = compressor(video, grid=self.grid, **signals)
+            result = compressor(video, grid=self.grid, **self._signals(compressor, signals))
             visual = result.tokens.to(self.dtype)
             index = representatives(result.kept, result.assignment, result.num_output,
                                     result.representative)
@@ -194,22 +208,52 @@ class LlavaOnevisionAdapter(DecoderAdapter):
 
 
     @torch.inference_mode()
-    def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
-        """Features [T, N, D] of uint8 frames [T, H, W, 3] and, if asked, importance [T, N].
+    def encode_signals(self, frames: np.ndarray, signals: tuple[str, ...] = ()
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Features [T, N, D] of uint8 frames [T, H, W, 3] and the signals named in `signals`
+        (float32): `importance` [T, N], `frame_features` [T, C], `head_attention` [T, N].
 
         Pixel values as `self.preprocess` says (the processor's video preprocessing, or
         LLaVA-NeXT's SigLIP steps), then the model's own `get_video_features` (tower ->
-        projector -> 2x2 bilinear pooling); its trailing newline is set aside.
-        Importance (float32) is None unless asked for.
+        projector -> 2x2 bilinear pooling); its trailing newline is set aside. The tower runs
+        once; hooks capture what the signals need (nothing when none is asked for).
         """
         frames = _check_frames(frames)
         num_frames = frames.shape[0]
         pixels = self._pixel_values(frames)  # [1, T, 3, S, S]
-        with self._capture_vision_input(importance) as captured:
+        with self._capture(signals) as captured:
             out = self.model.model.get_video_features(pixel_values_videos=pixels, return_dict=True)
         pooled = out.pooler_output  # [1, T*N + 1, D]: frame tokens, then image_newline
         video = pooled[0, :-1].reshape(num_frames, self.tokens_per_frame, -1)
-        return video, (self._importance(captured["input"]) if importance else None)
+        return video, self._tower_signals(signals, captured)
+
+    @contextmanager
+    def _capture(self, signals: tuple[str, ...]) -> Iterator[dict]:
+        """Capture, while the tower runs, the importance layer's input ("input", if
+        `importance` is asked for) and the projector's input ("projector", if a head signal
+        is); unknown names fail first (`check_signals`' message)."""
+        unknown = [n for n in signals if n not in self.SIGNALS]
+        if unknown:
+            raise NotImplementedError(
+                f"backbones: signal(s) {unknown} are not provided before the LLM (this adapter "
+                f"provides: {', '.join(self.SIGNALS)})"
+            )
+        if any(n in HEAD_SIGNALS for n in signals):
+            self._siglip_head()  # loaded (or its error raised) before the tower runs
+        with self._capture_vision_input("importance" in signals) as captured, \
+                self._capture_projector_input(any(n in HEAD_SIGNALS for n in signals)) as tower:
+            yield captured
+        captured.update(tower)
+
+    def _tower_signals(self, signals: tuple[str, ...], captured: dict) -> dict[str, Tensor]:
+        """{name: signal} of the asked `signals` from what `_capture` captured."""
+        out: dict[str, Tensor] = {}
+        if "importance" in signals:
+            out["importance"] = self._importance(captured["input"])
+        if any(n in HEAD_SIGNALS for n in signals):
+            head = self._head_signals(captured["projector"])
+            out.update({n: head[n] for n in HEAD_SIGNALS if n in signals})
+        return out
 
     def _pixel_values(self, frames: np.ndarray) -> Tensor:
         """[1, T, 3, S, S] pixel values of uint8 frames [T, H, W, 3] as `self.preprocess` says,
@@ -280,6 +324,68 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         """The model's 2x2 bilinear pooling (`apply_pooling`): [T, h, w, C] -> [T, N, C]."""
         pooled = F.interpolate(x.permute(0, 3, 1, 2), size=list(self.grid), mode="bilinear")
         return pooled.permute(0, 2, 3, 1).reshape(x.shape[0], self.tokens_per_frame, -1)
+
+    # ------------------------------------------------------- FastVID's SigLIP head
+    def _siglip_head(self) -> SiglipHead:
+        """The `vision_head` checkpoint's post_layernorm + head, loaded once, in the model's
+        device and dtype (the official code runs it in float16 with the model)."""
+        if self._head is None:
+            if self.vision_head is None:
+                raise ValueError(
+                    f"backbones: the signals {HEAD_SIGNALS} (FastVID) come from the original "
+                    "SigLIP checkpoint's attention-pooling head, which this model's tower has "
+                    "dropped, and vision_head is not set: set the model config's `vision_head: "
+                    "google/siglip-so400m-patch14-384` (or ScissorBench(vision_head=...), "
+                    "backbones.load(..., vision_head=...)) to the SigLIP checkpoint the tower "
+                    "was cut from"
+                )
+            self._head = SiglipHead.load(self.vision_head, device=self.device, dtype=self.dtype)
+        return self._head
+
+    def check_signals(self, compressor: Any) -> None:
+        """As `DecoderAdapter.check_signals`, and a head signal needs `vision_head` set (the
+        head itself loads on first use)."""
+        super().check_signals(compressor)
+        if self.vision_head is None and set(self.tower_signals(compressor)) & set(HEAD_SIGNALS):
+            self._siglip_head()  # raises the error naming vision_head
+
+    @contextmanager
+    def _capture_projector_input(self, active: bool) -> Iterator[dict]:
+        """Capture the projector's input [T, P, Dv] (the tower output at `vision_feature_layer`,
+        select strategy applied: the official `hidden_states[-1]`) while active."""
+        captured: dict[str, Tensor] = {}
+        if not active:
+            yield captured
+            return
+
+        def hook(module: Any, args: tuple) -> None:
+            captured["projector"] = args[0]
+
+        handle = self.model.model.multi_modal_projector.register_forward_pre_hook(hook)
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    def _head_signals(self, hidden: Tensor) -> dict[str, Tensor]:
+        """FastVID's `frame_features` [T, C] and `head_attention` [T, N] (float32) from the
+        tower output [T, P, Dv]: the SigLIP head (`backbones.siglip_head`), its attention
+        [T, P] viewed [T, h, w] and pooled to the token grid (`_pool_head_attention`)."""
+        features, attention = self._siglip_head()(hidden)
+        height, width = self._patch_grid
+        if attention.shape[1] != height * width:
+            raise ValueError(
+                f"the head attends over {attention.shape[1]} tokens, not the {height}x{width} "
+                "patch grid (vision_feature_select_strategy must keep every patch)"
+            )
+        grid = attention.reshape(attention.shape[0], height, width, 1)
+        return {"frame_features": features, "head_attention": self._pool_head_attention(grid)}
+
+    def _pool_head_attention(self, attention: Tensor) -> Tensor:
+        """[T, h, w, 1] -> [T, N]: `get_attn_2dPool` of FastVID's LLaVA-OneVision code
+        (`fastvid_llavaonevision/.../llava_arch.py`): bilinear (align_corners=False) to
+        (ceil(h/2), ceil(w/2)), as the features' `apply_pooling`; not renormalised."""
+        return self._pool(attention)[..., 0]
 
     # -------------------------------------------------------------------- prompt
     def split_prompt(self, prompt: str) -> tuple[str, str]:

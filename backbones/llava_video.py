@@ -44,6 +44,12 @@ instead (frame tokens only, `mm_newline_position="no_token"`).
 
 **FastV** (in the LLM) scores and drops frame tokens only: the newlines stay at every layer.
 
+**FastVID's signals** (`frame_features`, `head_attention`): as `LlavaOnevisionAdapter` (the
+SigLIP head of `vision_head` on the tower output that feeds the projector), but the head's
+attention [T, 27, 27] is pooled as the LLaVA-Video path of the official code does
+(github.com/LunarShen/FastVID at a40a109, `fastvid_llavavideo/LLaVA-NeXT/llava/model/
+llava_arch.py` `get_attn_2dPool`): `avg_pool2d` with stride 2 to the features' 13x13 grid.
+
 **Positions** (`positions`, METHODS.md section 11): "contiguous" (default: the compressed
 sequence through LLaVA-NeXT's `prepare_inputs_labels_for_multimodal`, numbered 0..S'-1, as
 HoliTom and every pre-LLM method on LLaVA-NeXT's code) or "original" (FastVID's: each fed
@@ -162,7 +168,7 @@ class LlavaVideoAdapter(LlavaOnevisionAdapter):
 
     layout:        the pooling and newline layout (`video_layout`; default `LLAVA_VID`).
     video_newline: True (default): the grid newlines; False: flat frame tokens only.
-    preprocess, positions: as `LlavaOnevisionAdapter`.
+    preprocess, positions, vision_head: as `LlavaOnevisionAdapter`.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class LlavaVideoAdapter(LlavaOnevisionAdapter):
         video_newline: bool = True,
         preprocess: str = "llava_next",
         positions: str | None = None,
+        vision_head: str | None = None,
     ) -> None:
         if layout.pool not in POOL_MODES:
             raise ValueError(f"pool must be one of {POOL_MODES}, got {layout.pool!r}")
@@ -183,7 +190,7 @@ class LlavaVideoAdapter(LlavaOnevisionAdapter):
             )
         super().__init__(
             model, processor, video_newline=video_newline, preprocess=preprocess,
-            positions=positions,
+            positions=positions, vision_head=vision_head,
         )
         self.layout = layout
         side, stride = self._patch_grid[0], int(layout.stride)
@@ -193,15 +200,17 @@ class LlavaVideoAdapter(LlavaOnevisionAdapter):
 
     # ---------------------------------------------------------------- features
     @torch.inference_mode()
-    def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
+    def encode_signals(self, frames: np.ndarray, signals: tuple[str, ...] = ()
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
         """Features [T, N, D] (N = 169 for SigLIP-384: tower -> projector -> `get_2dPool`) of
-        uint8 frames [T, H, W, 3] and, if asked, importance [T, N] pooled the same way."""
+        uint8 frames [T, H, W, 3] and the signals named in `signals` (importance [T, N] pooled
+        the same way; FastVID's frame_features [T, C] and head_attention [T, N])."""
         frames = _check_frames(frames)
         pixels = self._pixel_values(frames)[0]  # [T, 3, S, S]
-        with self._capture_vision_input(importance) as captured:
+        with self._capture(signals) as captured:
             patches = self._projected_patches(pixels)  # [T, h*w, D]
         video = self._pool(patches.reshape(patches.shape[0], *self._patch_grid, -1))
-        return video, (self._importance(captured["input"]) if importance else None)
+        return video, self._tower_signals(signals, captured)
 
     def _projected_patches(self, pixels: Tensor) -> Tensor:
         """The tower's features at `vision_feature_layer` (select strategy applied) through the
@@ -228,6 +237,19 @@ class LlavaVideoAdapter(LlavaOnevisionAdapter):
         else:
             pooled = F.interpolate(grid, size=list(self.grid), mode="bilinear")
         return pooled.permute(0, 2, 3, 1).reshape(x.shape[0], self.tokens_per_frame, -1)
+
+    def _pool_head_attention(self, attention: Tensor) -> Tensor:
+        """[T, h, w, 1] -> [T, N]: `get_attn_2dPool` of FastVID's LLaVA-Video code
+        (github.com/LunarShen/FastVID at a40a109, `fastvid_llavavideo/LLaVA-NeXT/llava/model/
+        llava_arch.py`): `avg_pool2d` with the layout's stride, 27x27 -> 13x13, the pooling of
+        the features. The official code raises for any other mode; "bilinear" here resizes
+        as LLaVA-OneVision's path does, "max" is refused (max-pooled weights mean nothing)."""
+        if self.layout.pool == "max":
+            raise NotImplementedError(
+                "backbones: head_attention under max pooling (FastVID pools the head's "
+                "attention by average, or bilinear on LLaVA-OneVision)"
+            )
+        return self._pool(attention)[..., 0]
 
     # ----------------------------------------------------------------- prepare
     def prepare(self, frames: Any, compressor: Any = None, retention: float | None = None,

@@ -3,7 +3,7 @@
 Follows transformers 5.24's `Qwen2_5_VLForConditionalGeneration` (vision tower, placeholder
 splice, `get_rope_index`, decoding with `rope_deltas`) and lmms-eval 0.7.3's `qwen2_5_vl`
 model (its video pixel bounds and its chat message). The adapter reaches into the model in
-three places:
+these places:
 
 1. **Visual tokens** (`encode`): the checkpoint's processor (Qwen2VLVideoProcessor: smart
    resize to multiples of patch x merge within [min_pixels, max_pixels], frames padded by
@@ -40,6 +40,22 @@ three places:
    under eager attention an explicit causal mask). **FastV** prunes at layer K: the attention
    row of the last prompt token is recomputed from layer K-1's q/k with its M-RoPE rotary, and
    the dropped tokens leave the hidden states and the cos/sin rows (original positions kept).
+4. **FastVID's signals**, as FastVID's own Qwen2.5-VL code computes them (github.com/LunarShen/
+   FastVID at a40a109cb8df20e8c2c17c6850f8269717369990, `fastvid_qwen25vl/lmms-eval/lmms_eval/
+   models/qwenvlutils/modeling_qwen2_5_vl.py`: `Qwen2_5_VLVisionFlashAttention2.forward` with
+   `grid_thw`, the last block of `Qwen2_5_VisionTransformerPretrainedModel.forward`, and
+   `Qwen2_5_VLForConditionalGeneration.forward`), not with a SigLIP head (the tower has none;
+   `vision_head` does not apply): `frame_features` [T', D] is each temporal patch's mean
+   merged token (`video_embeds.view(T', H'W', -1).mean(1)`, the tokens the LLM gets);
+   `head_attention` [T', H' * W'] comes from the last vision block (a forward pre-hook, as
+   for importance): norm1 -> qkv -> rotary, the query averaged over all the temporal patch's
+   patches (a pseudo-[CLS]), the keys averaged over each merged token's 2x2 patches,
+   softmax(q k^T / sqrt(head_dim)) over the temporal patch's H' * W' keys, averaged over heads,
+   from the tower's window order back to row-major (`argsort(window_index)`). The official
+   code computes it only under FlashAttention-2 and in the model's dtype (softmax in float32);
+   here under any attention, the means, scores and softmax in float32. (The official
+   Qwen2.5-VL block itself differs from the LLaVA-OneVision one that `compressors.fastvid`
+   follows, e.g. its `fastvid_DySeg_ignore`; only the signals are taken from it.)
 
 Prompt (lmms-eval `qwen2_5_vl`: system message, then the user turn with the video first and
 the context as text, through the Qwen2-VL chat template, `add_generation_prompt=True`):
@@ -89,6 +105,8 @@ class Qwen25VLAdapter(DecoderAdapter):
 
     preprocess = "hf"
     DEFAULT_POSITIONS = "original"
+    SIGNALS = ("importance", "frame_features", "head_attention")
+    DERIVED_SIGNALS = ("frame_features",)
 
     def __init__(
         self,
@@ -124,16 +142,26 @@ class Qwen25VLAdapter(DecoderAdapter):
                                       "second_per_grid_ts")}
 
     @torch.inference_mode()
-    def encode(self, frames: np.ndarray, *, importance: bool = False) -> tuple[Tensor, Any]:
-        """(tokens [T', H', W', D], importance [T', H' * W'] float32 or None) of uint8 frames.
+    def encode_signals(self, frames: np.ndarray, signals: tuple[str, ...] = ()
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(tokens [T', H', W', D], {name: signal}) of uint8 frames: the signals named in
+        `signals`: `importance` and FastVID's `head_attention` (each [T', H' * W']) and
+        `frame_features` [T', D] (float32; module docstring, item 4).
 
         Four-dimensional so that a cached encoding (the sweep's feature cache) keeps its grid;
         `second_per_grid_ts` is recomputed from T in `prepare` (the processor's rule)."""
+        unknown = [n for n in signals if n not in self.SIGNALS]
+        if unknown:
+            raise NotImplementedError(
+                f"backbones: signal(s) {unknown} are not provided before the LLM (this adapter "
+                f"provides: {', '.join(self.SIGNALS)})"
+            )
         inputs = self.processor_inputs(frames)
         grid_thw = inputs["video_grid_thw"].to(self.device)
         pixels = inputs["pixel_values_videos"].to(self.device, self.dtype)
         t, h, w = (int(x) for x in grid_thw[0])
-        hook = self._capture_last_block() if importance else None
+        wanted = [n for n in signals if n in ("importance", "head_attention")]
+        hook = self._capture_last_block() if wanted else None
         try:
             out = self.model.model.get_video_features(
                 pixel_values_videos=pixels, video_grid_thw=grid_thw, return_dict=True
@@ -143,8 +171,14 @@ class Qwen25VLAdapter(DecoderAdapter):
             if hook:
                 hook[0].remove()
         tokens = out.pooler_output[0].reshape(t, h // self._merge, w // self._merge, -1)
-        received = self._importance(captured, grid_thw) if importance else None
-        return tokens, received
+        self._last_vision = out  # Qwen3-VL reads its DeepStack features from it
+        computed: dict[str, Tensor] = {}
+        if "importance" in signals:
+            computed["importance"] = self._importance(captured, grid_thw)
+        if "head_attention" in signals:
+            computed["head_attention"] = self._head_attention(captured, grid_thw)
+        computed.update(self._derived_signals(tokens.flatten(1, 2), signals))
+        return tokens, computed
 
     def _capture_last_block(self) -> tuple[Any, dict]:
         captured: dict[str, Any] = {}
@@ -162,11 +196,9 @@ class Qwen25VLAdapter(DecoderAdapter):
         head- and query-averaged, averaged over each merged token's patches: [T', H'*W']."""
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
             apply_rotary_pos_emb_vision,
-            get_vision_window_index,
         )
 
-        visual = self.model.model.visual
-        block = visual.blocks[-1]
+        block = self.model.model.visual.blocks[-1]
         attn = block.attn
         x = block.norm1(captured["hidden"])
         q, k, _ = attn.qkv(x).float().reshape(len(x), 3, attn.num_heads, -1).unbind(1)
@@ -179,13 +211,46 @@ class Qwen25VLAdapter(DecoderAdapter):
             probs = ((qs @ ks.transpose(-1, -2)) * attn.scaling).softmax(dim=-1)
             received[lo:hi] = probs.mean(dim=0).mean(dim=0)
         merged = received.view(-1, self._merge**2).mean(dim=1)  # window order
+        return self._row_major(merged, grid_thw)
+
+    def _row_major(self, merged: Tensor, grid_thw: Tensor) -> Tensor:
+        """[T' * H' * W'] values of the merged tokens in the tower's window order -> [T', H' * W']
+        row-major (the order of the merger's output, `argsort(window_index)`)."""
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import get_vision_window_index
+
+        visual = self.model.model.visual
         window_index, _ = get_vision_window_index(
             grid_thw, spatial_merge_size=self._merge, window_size=visual.window_size,
             patch_size=visual.patch_size, kwargs={},
         )
         merged = merged[torch.argsort(window_index.to(merged.device))]
-        t = int(grid_thw[0, 0])
-        return merged.view(t, -1)
+        return merged.view(int(grid_thw[0, 0]), -1)
+
+    def _head_attention(self, captured: dict, grid_thw: Tensor) -> Tensor:
+        """FastVID's `head_attention` [T', H' * W'] (module docstring, item 4): in the last
+        vision block, each temporal patch's mean query (a pseudo-[CLS]) attends to the mean
+        key of each merged token's patches; softmax over the temporal patch's H' * W' keys,
+        averaged over heads, reordered row-major."""
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+            apply_rotary_pos_emb_vision,
+        )
+
+        block = self.model.model.visual.blocks[-1]
+        attn = block.attn
+        x = block.norm1(captured["hidden"])
+        q, k, _ = attn.qkv(x).reshape(len(x), 3, attn.num_heads, -1).unbind(1)  # [S, H, hd]
+        q, k = apply_rotary_pos_emb_vision(q, k, *captured["rotary"])
+        frames, heads, head_dim = int(grid_thw[0, 0]), attn.num_heads, q.shape[-1]
+        q = q.float().transpose(0, 1).reshape(heads, frames, -1, head_dim).mean(2, keepdim=True)
+        k = k.float().transpose(0, 1).reshape(heads, frames, -1, self._merge**2, head_dim)
+        scores = (q @ k.mean(3).transpose(-1, -2)) * head_dim**-0.5  # [H, T', 1, H'W']
+        probs = scores.softmax(dim=-1).mean(dim=2).mean(dim=0)  # [T', H'W'], window order
+        return self._row_major(probs.reshape(-1), grid_thw)
+
+    def _derived_signals(self, video: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
+        """FastVID's `frame_features` [T', D] (module docstring, item 4): each temporal patch's
+        mean token, from the features [T', H' * W', D] themselves (float32)."""
+        return {"frame_features": video.float().mean(dim=1)} if "frame_features" in names else {}
 
     # ------------------------------------------------------------------ prepare
     @torch.inference_mode()
@@ -195,29 +260,21 @@ class Qwen25VLAdapter(DecoderAdapter):
         compressor: Any = None,
         retention: float | None = None,
         *,
-        encoded: tuple[Tensor, Tensor | None] | None = None,
+        encoded: tuple[Tensor, Any] | None = None,
     ) -> Prepared:
         """Encode uint8 frames [T, H, W, 3]; apply a pre-LLM compressor (see the module doc).
 
         Compressors see [T', H'*W', D] with grid (H', W'). The prepared video holds its grid,
         `source_index` (the input token whose M-RoPE position each fed token takes) and the
         temporal interval (`rope`), from which the prefill rebuilds the full sequence's ids.
-        encoded: (tokens [T', H', W', D], importance or None) from an earlier `encode`.
+        encoded: (tokens [T', H', W', D], {name: signal}) from an earlier `encode_signals`
+                 ((tokens, importance or None) from `encode` is read too).
         """
         compressor = _bind(compressor, retention)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        wants = compressor is not None and "importance" in compressor.signals
         started = _now(self.device)
-        if encoded is None:
-            frames = _check_frames(frames)
-            tokens, importance = self.encode(frames, importance=wants)
-        else:
-            tokens, importance = encoded
-            if wants and importance is None:
-                raise ValueError("the cached features lack the importance this compressor needs")
-            tokens = tokens.to(self.device, self.dtype)
-            importance = None if importance is None else importance.to(self.device)
+        tokens, signals = self._encoded(frames, compressor, encoded)
         t, h, w, dim = tokens.shape
         self.grid, self.tokens_per_frame = (h, w), h * w
         video = tokens.reshape(t, h * w, dim)
@@ -234,8 +291,7 @@ class Qwen25VLAdapter(DecoderAdapter):
             visual = video.reshape(n_v, dim)
             info = {"achieved_retention": in_llm["budget"] / n_v, "layer": in_llm["layer"]}
         else:
-            signals = self._signals(compressor, importance)
-            result = compressor(video, grid=(h, w), **signals)
+            result = compressor(video, grid=(h, w), **self._signals(compressor, signals, video))
             visual = result.tokens.to(self.dtype)
             index = representatives(result.kept, result.assignment, result.num_output,
                                     result.representative)

@@ -33,6 +33,7 @@ __all__ = [
     "wrap_tokenizer",
     "write_tiny_checkpoint",
     "write_tiny_qwen2_5_vl",
+    "write_tiny_qwen3_vl",
 ]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
@@ -263,9 +264,15 @@ def build_qwen2_5_vl(
     heads: int = 4,
     kv_heads: int = 2,
     initializer_range: float = 0.2,
+    tokens_per_second: int = 2,
+    frame_tokens: tuple[int, int] = (256, 2048),
 ) -> tuple[Any, Any]:
     """A freshly initialised `Qwen2_5_VLForConditionalGeneration` around `tokenizer` and its
-    processor -> (model, processor). Seeded: same seed, same weights."""
+    processor -> (model, processor). Seeded: same seed, same weights.
+
+    tokens_per_second: M-RoPE temporal ids per second of video (the 7B's 2).
+    frame_tokens: the processor's (min, max) merged tokens per frame (lmms-eval's 256, 2048).
+    """
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -277,7 +284,8 @@ def build_qwen2_5_vl(
         "depth": vision_layers, "hidden_size": vision_hidden,
         "intermediate_size": 2 * vision_hidden, "num_heads": vision_heads,
         "patch_size": patch_size, "temporal_patch_size": 2, "spatial_merge_size": 2,
-        "window_size": window_size, "out_hidden_size": hidden_size, "tokens_per_second": 2,
+        "window_size": window_size, "out_hidden_size": hidden_size,
+        "tokens_per_second": tokens_per_second,
         "fullatt_block_indexes": [vision_layers - 1], "initializer_range": initializer_range,
     }
     text = {
@@ -304,21 +312,116 @@ def build_qwen2_5_vl(
     model.generation_config = GenerationConfig(
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
     )
-    return model, _qwen_processor(tokenizer, patch_size)
+    return model, _qwen_processor(tokenizer, patch_size, frame_tokens)
 
 
-def _qwen_processor(tokenizer: Any, patch_size: int) -> Any:
-    """Qwen2.5-VL's processor at the tiny patch size; pixel bounds as `write_tiny_qwen2_5_vl`."""
+def _qwen_processor(tokenizer: Any, patch_size: int,
+                    frame_tokens: tuple[int, int] = (256, 2048)) -> Any:
+    """Qwen2.5-VL's processor at the tiny patch size; pixel bounds of `frame_tokens` merged
+    tokens per frame (`write_tiny_qwen2_5_vl`)."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     unit = (patch_size * 2) ** 2  # pixels of one merged token
     common = {
         "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2,
-        "size": {"shortest_edge": 256 * unit, "longest_edge": 2048 * unit},
+        "size": {"shortest_edge": frame_tokens[0] * unit, "longest_edge": frame_tokens[1] * unit},
     }
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+
+
+# --------------------------------------------------------------------------- Qwen3-VL
+def write_tiny_qwen3_vl(path: str | Path, seed: int = 0, **geometry: Any) -> Path:
+    """Write a random `Qwen3VLForConditionalGeneration` checkpoint (+ processor) to `path`.
+
+    Toy sizes of the real architecture: a vision tower of 3 blocks (32 wide, 4 heads, 2 px
+    patches, temporal patch 2, learned position grid of 16 x 16 interpolated per video, the 2x2
+    merger to 64) with DeepStack taps after blocks 0 and 1 (the 8B's [8, 16, 24]: features fed
+    to the first LLM layers), a Qwen3 decoder of 4 layers (64 wide, 4 query / 2 key-value heads,
+    head_dim 16, q/k RMS norms, interleaved M-RoPE sections [4, 2, 2] = head_dim / 2). Pixel
+    bounds as `write_tiny_qwen2_5_vl`. `geometry` overrides `build_qwen3_vl`. Returns the path.
+    """
+    tokenizer = byte_tokenizer(extra=QWEN_VL_TOKENS)
+    tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+    model, processor = build_qwen3_vl(tokenizer, seed, **geometry)
+    return save_checkpoint(model, processor, path)
+
+
+def build_qwen3_vl(
+    tokenizer: Any,
+    seed: int = 0,
+    *,
+    vision_layers: int = 3,
+    deepstack: tuple[int, ...] = (0, 1),
+    llm_layers: int = 4,
+    patch_size: int = 2,
+    vision_hidden: int = 32,
+    vision_heads: int = 4,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    heads: int = 4,
+    kv_heads: int = 2,
+    initializer_range: float = 0.2,
+) -> tuple[Any, Any]:
+    """A freshly initialised `Qwen3VLForConditionalGeneration` around `tokenizer` and its
+    processor -> (model, processor). Seeded: same seed, same weights."""
+    import torch
+    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + list(QWEN_VL_TOKENS)}
+    head_dim = hidden_size // heads
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 4), half // 4, half // 4]
+    vision = {
+        "depth": vision_layers, "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden, "num_heads": vision_heads,
+        "patch_size": patch_size, "temporal_patch_size": 2, "spatial_merge_size": 2,
+        "out_hidden_size": hidden_size, "num_position_embeddings": 256,
+        "deepstack_visual_indexes": list(deepstack), "initializer_range": initializer_range,
+    }
+    text = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size, "num_hidden_layers": llm_layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        "max_position_embeddings": 4096, "initializer_range": initializer_range,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                            "mrope_section": mrope, "mrope_interleaved": True},
+        "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
+    }
+    config = Qwen3VLConfig(
+        vision_config=vision, text_config=text, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    with torch.no_grad():  # vision weights at the same scale as the LLM's
+        for name, param in model.model.visual.named_parameters():
+            if name.endswith("weight") and param.dim() >= 2:
+                param.normal_(0.0, initializer_range)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
+    )
+    return model, _qwen3_processor(tokenizer, patch_size)
+
+
+def _qwen3_processor(tokenizer: Any, patch_size: int) -> Any:
+    """Qwen3-VL's processor at the tiny patch size; pixel bounds as `_qwen_processor`."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    unit = (patch_size * 2) ** 2
+    common = {
+        "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2,
+        "size": {"shortest_edge": 256 * unit, "longest_edge": 2048 * unit},
+    }
+    return Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen3VLVideoProcessor(**common),
         tokenizer=tokenizer,
         chat_template=QWEN_VL_CHAT_TEMPLATE,
     )

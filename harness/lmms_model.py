@@ -14,6 +14,9 @@ cuda:<local rank> when CUDA is available, else cpu), `video_newline` (False), `p
 transformers' processor; default by the checkpoint's layout, `backbones.load`), `positions`
 (position ids after a pre-LLM compressor: "original" keeps the full sequence's, "contiguous"
 renumbers the compressed sequence; default the backbone's reference, `backbones.load`),
+`vision_head` (LLaVA only: the SigLIP checkpoint whose attention-pooling head gives FastVID's
+`frame_features` / `head_attention`, e.g. google/siglip-so400m-patch14-384; loaded only when
+the compressor asks for them; `backbones.siglip_head`),
 `records_path` (a JSONL of per-request records, appended to; with several processes each rank
 writes `<stem>.rank<r><suffix>`; it is also the journal a killed run resumes from: a request
 whose record a model of the same `identity()` already wrote without error is answered from it,
@@ -180,6 +183,15 @@ def _info(prepared: Any) -> dict[str, Any]:
     return {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in info.items()}
 
 
+def _encoded(features: Any, signals: dict[str, Any], need: tuple[str, ...]) -> tuple:
+    """`prepare`'s `encoded=` from a cached encoding: (features, importance or None) when the
+    compressor needs nothing but the importance (the form every adapter reads), else
+    (features, {name: signal})."""
+    if set(need) <= {"importance"}:
+        return features, signals.get("importance")
+    return features, signals
+
+
 def _digest(value: Any) -> str:
     """16 hex digits of the SHA-256 of `value`'s canonical JSON."""
     text = json.dumps(value, sort_keys=True, default=str)
@@ -262,6 +274,7 @@ class ScissorBench(lmms):
         positions: str | None = None,
         min_pixels: int | str | None = None,
         max_pixels: int | str | None = None,
+        vision_head: str | None = None,
         honour_until: bool | str = False,
         records_path: str | None = None,
         feature_cache: str | None = None,
@@ -294,6 +307,7 @@ class ScissorBench(lmms):
         if self.records_path is not None:  # appended to: a resumed run keeps earlier records
             self.records_path.parent.mkdir(parents=True, exist_ok=True)
         pixels = {"min_pixels": parse_value(min_pixels), "max_pixels": parse_value(max_pixels)}
+        self.vision_head = parse_value(vision_head)
         self._load_model(pretrained, attn_implementation, video_newline, preprocess, positions,
                          feature_cache, pixels)
         self._identity_key = _digest(self.identity())
@@ -356,6 +370,8 @@ class ScissorBench(lmms):
         self.pretrained = pretrained
         self.attn_implementation, self.video_newline = attn_implementation, video_newline
         self.weights_fingerprint = backbones.fingerprint(pretrained)
+        head = self.vision_head
+        self.head_fingerprint = backbones.fingerprint(head) if head else None
         self.llm = backbones.load(
             pretrained,
             dtype=self.dtype,
@@ -364,12 +380,17 @@ class ScissorBench(lmms):
             video_newline=video_newline,
             preprocess=preprocess,
             positions=positions,
+            vision_head=self.vision_head,
             **(pixels or {}),
         )
         self._check_in_llm_layer()
+        if self.compressor_name != "none" and hasattr(self.llm, "check_signals"):
+            self.llm.check_signals(self.compressor)  # e.g. fastvid without vision_head: now
         model_id = f"{pretrained}|{self.weights_fingerprint}|{self.dtype}|{self.llm.preprocess}"
         if getattr(self.llm, "pixels", None):  # Qwen-VL: the resize bounds change the features
             model_id += f"|{self.llm.pixels['shortest_edge']}-{self.llm.pixels['longest_edge']}"
+        if self._reads_head():  # its entries hold the head's signals: never another head's
+            model_id += f"|head={self.vision_head}|{self.head_fingerprint}"
         self.features = (
             FeatureCache(feature_cache, model_id, self.max_frames_num) if feature_cache else None
         )
@@ -391,7 +412,8 @@ class ScissorBench(lmms):
         """Every setting that changes an answer (not rank, device, records_path or
         feature_cache): checkpoint and weights digest, compressor and parameters, retention,
         frames, dtype, preprocessing, position policy (resolved), attention, video newline,
-        honour_until, and on Qwen-VL the resize bounds (`pixels`)."""
+        honour_until, on Qwen-VL the resize bounds (`pixels`), and `vision_head` when it is set
+        and the compressor reads its signals (so that no other run's identity changes)."""
         return {
             "pretrained": self.pretrained,
             "weights": self.weights_fingerprint,
@@ -406,7 +428,15 @@ class ScissorBench(lmms):
             "video_newline": self.video_newline,
             "honour_until": self.honour_until,
             **({"pixels": dict(self.llm.pixels)} if getattr(self.llm, "pixels", None) else {}),
+            **({"vision_head": self.vision_head, "vision_head_weights": self.head_fingerprint}
+               if self._reads_head() else {}),
         }
+
+    def _reads_head(self) -> bool:
+        """Whether `vision_head` is set and the compressor asks for the signals it gives."""
+        from backbones.siglip_head import HEAD_SIGNALS
+
+        return bool(self.vision_head) and bool(set(self.compressor.signals) & set(HEAD_SIGNALS))
 
     def __repr__(self) -> str:
         """`ScissorBench({...identity...})`, the same in every process: lmms-eval 0.7.3's
@@ -458,13 +488,27 @@ class ScissorBench(lmms):
             self._warn_once("multi", f"{resolved.ignored + 1} videos per document; using the first")
         return resolved
 
-    def _cached_features(self, key: str, importance: bool):
-        """The feature cache's entry for `key`, or None (a missing video file is a miss: the
-        decoder then names the problem)."""
+    def _cached_features(self, key: str, need: tuple[str, ...]):
+        """The feature cache's entry for `key` holding the signals `need`, as `prepare`'s
+        `encoded`, or None (a missing video file is a miss: the decoder then names it)."""
         try:
-            return self.features.load(key, need_importance=importance)
+            entry = self.features.load(key, need)
         except OSError:
             return None
+        return None if entry is None else _encoded(*entry, need)
+
+    def _encode_for_cache(self, frames: Any, key: str, need: tuple[str, ...]):
+        """Encode once for every configuration of the sweep and store it: always with the
+        importance (as before), plus the other signals this compressor needs (FastVID's head
+        signals are computed only for a method that asks: they load a second checkpoint)."""
+        names = ("importance", *(n for n in need if n != "importance"))
+        if names == ("importance",):  # the form every adapter has
+            features, importance = self.llm.encode(frames, importance=True)
+            signals = {"importance": importance}
+        else:
+            features, signals = self.llm.encode_signals(frames, names)
+        self.features.save(key, features, signals)
+        return _encoded(features, signals, need)
 
     def _prepare(self, doc_to_visual, task: str, split: str, doc_id: int):
         """(prepared, decode seconds, source, reused) for a document; cached for the last doc.
@@ -480,7 +524,7 @@ class ScissorBench(lmms):
         self._prepared_key = None
         started = time.perf_counter()
         compressor = None if self.compressor_name == "none" else self.compressor
-        wants = compressor is not None and "importance" in compressor.signals
+        wants = self._cache_signals(compressor)
         cached = frames = None
         try:
             visual = self._visual(doc_to_visual, self._doc(task, split, doc_id))
@@ -498,8 +542,7 @@ class ScissorBench(lmms):
         decode = time.perf_counter() - started
         if self.features is not None and cached is None:  # encode once, for every config
             started = time.perf_counter()
-            cached = self.llm.encode(frames, importance=True)
-            self.features.save(cache_key, *cached)
+            cached = self._encode_for_cache(frames, cache_key, wants)
             vision = time.perf_counter() - started
         else:
             vision = 0.0
@@ -507,6 +550,15 @@ class ScissorBench(lmms):
         prepared.timings["vision"] += vision
         self._prepared_key, self._prepared, self._prepared_path = key, prepared, visual.label
         return prepared, decode, visual.label, False
+
+    def _cache_signals(self, compressor: Any) -> tuple[str, ...]:
+        """The signals a cached encoding must hold for `compressor` (those the adapter computes
+        in the tower, `tower_signals`; the importance alone where the adapter predates it)."""
+        if compressor is None:
+            return ()
+        if hasattr(self.llm, "tower_signals"):
+            return tuple(self.llm.tower_signals(compressor))
+        return ("importance",) if "importance" in compressor.signals else ()
 
     # ----------------------------------------------------------------- records
     def _full_prefill(self, text_tokens: int, visual_tokens: int) -> int:

@@ -187,6 +187,7 @@ def _model(cfg: DictConfig, first: Run, samples_path: Path):
         positions=model.get("positions"),
         min_pixels=model.get("min_pixels"),
         max_pixels=model.get("max_pixels"),
+        vision_head=model.get("vision_head"),
         honour_until=model.get("honour_until", False),
         records_path=str(samples_path),
         feature_cache=str(Path(cfg.results_dir) / ".features") if cfg.feature_cache else None,

@@ -103,6 +103,33 @@ def _check_model(model: dict[str, Any]) -> None:
         raise ConfigError(f"model.create_if_missing must name a tiny checkpoint "
                           f"({', '.join(TINY_CHECKPOINTS)}), got {creatable!r}")
     _check_pretrained(str(model["pretrained"]), creatable=bool(creatable))
+    _check_vision_head(model.get("vision_head"))
+
+
+def _check_vision_head(head: Any) -> None:
+    """`model.vision_head` is null or a SigLIP hub id or checkpoint directory (config.json)."""
+    if head is None:
+        return
+    if not isinstance(head, str) or not head.strip():
+        raise ConfigError("model.vision_head must be the SigLIP checkpoint whose attention-"
+                          "pooling head gives FastVID's signals (a hub id such as "
+                          f"google/siglip-so400m-patch14-384 or a directory; null: none), got "
+                          f"{head!r}")
+    path = Path(head).expanduser()
+    if (head.startswith((".", "/", "~")) or path.exists()) and not (path / "config.json").is_file():
+        raise ConfigError(f"model.vision_head={head}: not a checkpoint directory (no "
+                          "config.json); give a SigLIP checkpoint directory or a hub id such as "
+                          "google/siglip-so400m-patch14-384")
+
+
+def _reads_head(settings: dict[str, Any]) -> bool:
+    """Whether the run's compressor reads the signals of `model.vision_head` (set)."""
+    from backbones.siglip_head import HEAD_SIGNALS
+
+    if not settings["model"].get("vision_head"):
+        return False
+    signals = compressors.Compressor(settings["compressor"]["name"]).signals
+    return bool(set(signals) & set(HEAD_SIGNALS))
 
 
 def _check_pretrained(pretrained: str, creatable: bool) -> None:
@@ -204,6 +231,12 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
 
 def key_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings a key hashes: a shipped checkpoint named relative to the package, so that
-    its runs have the same key in every clone (the settings keep the absolute path to load)."""
+    its runs have the same key in every clone (the settings keep the absolute path to load);
+    `vision_head` only for a compressor that reads its signals (FastVID), so that adding it
+    to a model config changes no other run's key."""
     model = {**settings["model"], "pretrained": portable(str(settings["model"]["pretrained"]))}
+    if _reads_head(settings):
+        model["vision_head"] = portable(str(model["vision_head"]))
+    else:
+        model.pop("vision_head", None)
     return {**settings, "model": model}

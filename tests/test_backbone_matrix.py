@@ -1,7 +1,7 @@
 """Every compressor at three retentions, end to end through lmms-eval, on every tiny backbone
 other than the LLaVA-OneVision one (tests/test_lmms_model.py covers that in more depth): the
-tiny Qwen2.5-VL and the tiny LLaVA-Video (LLaVA-NeXT layout, converted), each loaded through
-`from_pretrained` like its hub checkpoint.
+tiny Qwen2.5-VL, the tiny Qwen3-VL and the tiny LLaVA-Video (LLaVA-NeXT layout, converted),
+each loaded through `from_pretrained` like its hub checkpoint.
 
 Oracle for the counts: the tokens each method feeds are what the compressor hands on for this
 video's own geometry (`Compressor.expected_tokens`, the FLOPs' count, itself tested against
@@ -43,7 +43,7 @@ def manager():
     return TaskManager(include_path=harness.tasks_dir(), include_defaults=False)
 
 
-@pytest.fixture(scope="module", params=["tiny_qwen", "tiny_llava_video"])
+@pytest.fixture(scope="module", params=["tiny_qwen", "tiny_qwen3", "tiny_llava_video"])
 def checkpoint(request) -> tuple[str, str]:
     return request.param, request.getfixturevalue(request.param)
 
@@ -52,6 +52,8 @@ def _model_tokens(model: ScissorBench, frames) -> tuple[int, int, tuple[int, int
     """(N_v, T', (H', W')) of one video from the model's own vision features."""
     llm = model.llm
     encoded, _ = llm.encode(frames)
+    if encoded.dim() == 5:  # Qwen3-VL: [1 + DeepStack, T', H', W', D]
+        encoded = encoded[0]
     if encoded.dim() == 4:  # Qwen2.5-VL: [T', H', W', D]
         t, h, w, _ = encoded.shape
     else:  # LLaVA-Video: [T, N, D] pooled frame tokens
@@ -62,7 +64,8 @@ def _model_tokens(model: ScissorBench, frames) -> tuple[int, int, tuple[int, int
 
 
 @pytest.mark.parametrize(("name", "retention"), CASES)
-def test_every_compressor_end_to_end(checkpoint, data_root, manager, name, retention):
+def test_every_compressor_end_to_end(checkpoint, data_root, manager, name, retention,
+                                     tiny_siglip_head):
     from lmms_eval.evaluator import simple_evaluate
 
     from harness.video import sample_frames
@@ -72,8 +75,17 @@ def test_every_compressor_end_to_end(checkpoint, data_root, manager, name, reten
     newline = {"video_newline": True} if kind == "tiny_llava_video" else {}
     if name == "fastv" and kind == "tiny_llava_video":  # a 2-layer LLM: K = 1
         params["layer"] = 1
+    if name == "fastvid" and kind == "tiny_llava_video":  # its SigLIP head's signals
+        newline["vision_head"] = tiny_siglip_head
     model = ScissorBench(pretrained=path, compressor=name, max_frames_num=FRAMES, **params,
                          **newline)
+    frames = FRAMES // 2 if kind.startswith("tiny_qwen") else FRAMES  # Qwen: patches of 2
+    if name == "dycoke" and retention < compressors.dycoke.minimum_retention(frames):
+        # its anchor frames stay whole: the run stops with the reachable minimum named
+        with pytest.raises(ValueError, match="cannot reach retention .* minimum"):
+            simple_evaluate(model=model, tasks=["synthetic_video_qa"], limit=LIMIT,
+                            task_manager=manager, bootstrap_iters=0)
+        return
     results = simple_evaluate(model=model, tasks=["synthetic_video_qa"], limit=LIMIT,
                               task_manager=manager, log_samples=True, bootstrap_iters=0,
                               gen_kwargs="max_new_tokens=2")
@@ -82,9 +94,9 @@ def test_every_compressor_end_to_end(checkpoint, data_root, manager, name, reten
     assert len(model.records) == LIMIT
     compressor = compressors.build(name, **params)
     for record, sample in zip(model.records, samples, strict=True):
-        assert record["error"] is None
         frames = sample_frames(sample["doc"]["video_path"], FRAMES)
         n_v, t, grid = _model_tokens(model, frames)
+        assert record["error"] is None
         assert record["visual_tokens"] == n_v
         per_layer = record["visual_tokens_per_layer"]
         if name == "fastv":
@@ -99,5 +111,6 @@ def test_every_compressor_end_to_end(checkpoint, data_root, manager, name, reten
                 assert 1 <= expected <= n_v
             assert per_layer == [expected] * len(per_layer)
         assert record["achieved_retention"] == pytest.approx(per_layer[-1] / n_v)
-        assert record["positions"] == ("original" if kind == "tiny_qwen" else "contiguous")
+        assert record["positions"] == ("original" if kind.startswith("tiny_qwen") else
+                                       "contiguous")
         assert torch.isfinite(torch.tensor(record["prefill_flops"], dtype=torch.float64))

@@ -38,14 +38,15 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def llm(ckpt) -> LlavaOnevisionAdapter:
-    return backbones.load(str(ckpt))
+def llm(ckpt, tiny_siglip_head) -> LlavaOnevisionAdapter:
+    return backbones.load(str(ckpt), vision_head=tiny_siglip_head)  # fastvid's SigLIP head
 
 
 @pytest.fixture(scope="module")
 def llm_newline(llm) -> LlavaOnevisionAdapter:
     """The same weights, transformers' layout (one newline embedding after the video)."""
-    return LlavaOnevisionAdapter(llm.model, llm.processor, video_newline=True)
+    return LlavaOnevisionAdapter(llm.model, llm.processor, video_newline=True,
+                                 vision_head=llm.vision_head)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,8 @@ def frames() -> np.ndarray:
 
 
 def _build(name: str, retention: float, **params) -> compressors.Compressor | None:
+    if name != "none" and "budget_mode" in compressors.defaults(name):
+        params.setdefault("budget_mode", "exact")  # exactly the budget (official: its own count)
     return None if name == "none" else compressors.build(name, retention=retention, **params)
 
 
@@ -153,9 +156,10 @@ def test_full_retention_equals_transformers(llm, llm_newline, frames, name):
     assert prepared.visual_tokens_fed == prepared.visual_tokens == FRAMES * 9
     ours = llm_newline.prefill(prepared, PROMPT).logits
     flat = llm.prefill(llm.prepare(frames, compressor), PROMPT).logits
-    if name == "visionzip":
-        # VisionZip orders each frame's tokens dominant-first, then contextual, so at r = 1 it
-        # feeds the same tokens permuted within each frame: same multiset, other positions.
+    if name in ("visionzip", "dycoke"):
+        # VisionZip orders each frame's tokens dominant-first, then contextual, and DyCoke a
+        # pruned frame's tokens by ascending similarity (as their official code), so at r = 1
+        # they feed the same tokens permuted within each frame: same multiset, other positions.
         full = llm.prepare(frames, None).visual.view(FRAMES, 9, -1)
         fed = prepared.visual.view(FRAMES, 9, -1)
         for f in range(FRAMES):
@@ -236,6 +240,10 @@ def test_fastv_cache_holds_per_layer_lengths(llm, frames):
 @pytest.mark.parametrize("retention", [0.1, 0.3])
 def test_accounting(llm, frames, name, retention):
     compressor = _build(name, retention)
+    if name == "dycoke" and retention < compressors.dycoke.minimum_retention(FRAMES):
+        with pytest.raises(ValueError, match="minimum"):  # its anchor frames stay whole
+            llm.prepare(frames, compressor)
+        return
     prepared = llm.prepare(frames, compressor)
     text, acc = llm.generate(prepared, PROMPT, max_new_tokens=2)
     n_v = FRAMES * llm.tokens_per_frame

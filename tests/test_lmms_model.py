@@ -101,7 +101,12 @@ def _evaluate(model, manager, task="synthetic_video_qa", limit=LIMIT, **kwargs):
 
 
 def _params(name: str, retention: float) -> dict:
-    return {} if name == "none" else {"retention": retention}
+    """The retention; exactly the budget for methods whose official count is their own (the
+    official counts run end to end in tests/test_backbone_matrix.py)."""
+    if name == "none":
+        return {}
+    exact = {"budget_mode": "exact"} if "budget_mode" in compressors.defaults(name) else {}
+    return {"retention": retention, **exact}
 
 
 def _layer_flops(n: int, config) -> int:
@@ -131,9 +136,16 @@ CASES += [("scc", None, {"tau": 0.9}), ("scc", None, {"tau": 0.98})]
 
 # ------------------------------------------------------------------------ end to end
 @pytest.mark.parametrize(("name", "retention", "extra"), CASES)
-def test_every_compressor_end_to_end(tiny, data_root, manager, name, retention, extra):
+def test_every_compressor_end_to_end(tiny, data_root, manager, name, retention, extra,
+                                     tiny_siglip_head):
     params = {**({} if retention is None else _params(name, retention)), **extra}
+    if name == "fastvid":  # its SigLIP head's signals
+        params.update(vision_head=tiny_siglip_head)
     model = ScissorBench(pretrained=tiny, compressor=name, max_frames_num=FRAMES, **params)
+    if name == "dycoke" and retention < compressors.dycoke.minimum_retention(FRAMES):
+        with pytest.raises(ValueError, match="cannot reach retention .* minimum"):
+            _evaluate(model, manager)  # its anchor frames stay whole: a clear stop
+        return
     results, samples = _evaluate(model, manager)
     assert len(samples) == LIMIT and "accuracy,none" in results["results"]["synthetic_video_qa"]
     assert len(model.records) == LIMIT
