@@ -54,11 +54,15 @@ def _positive_int(text: str) -> int:
 
 
 def demo(argv: list[str]) -> int:
-    """Sweep every compressor x retention on the micro model: leaderboard and accuracy plot."""
-    from scissorbench.demo import DEFAULT_RETENTIONS
+    """Sweep every compressor x retention on both micro models under both position policies."""
+    from scissorbench.demo import DEFAULT_MODELS, DEFAULT_POLICIES, DEFAULT_RETENTIONS
 
     parser = _subparser("demo", demo)
-    parser.add_argument("--model", default="micro", help="a model config (configs/model)")
+    parser.add_argument("--models", type=_names, default=DEFAULT_MODELS,
+                        help="comma-separated model configs (configs/model; default: "
+                             f"{','.join(DEFAULT_MODELS)})")
+    parser.add_argument("--positions", type=_names, default=DEFAULT_POLICIES,
+                        help="comma-separated position policies (default: original,contiguous)")
     parser.add_argument("--compressors", type=_names, default=None,
                         help="comma-separated registry names (default: every budgeted compressor)")
     parser.add_argument("--retentions", type=_retentions, default=DEFAULT_RETENTIONS,
@@ -66,32 +70,45 @@ def demo(argv: list[str]) -> int:
     parser.add_argument("--limit", type=_positive_int, default=None,
                         help="evaluate the first N test questions only (default: all)")
     parser.add_argument("--output", type=Path, default=Path("results/demo"),
-                        help="folder for the runs, the leaderboard and the figure")
+                        help="folder for the runs, the leaderboards and the figures")
     args = parser.parse_args(argv)
 
+    from backbones import POSITIONS
     from runners.plan import ConfigError
-    from scissorbench.demo import run_demo
+    from scissorbench.demo import run_demos
 
+    bad = [p for p in args.positions if p not in POSITIONS]
+    if bad:
+        print(f"scissorbench demo: error: unknown position policy {bad}; choose from "
+              f"{list(POSITIONS)}", file=sys.stderr)
+        return 2
     try:
-        result = run_demo(args.output, model=args.model, methods=args.compressors,
-                          retentions=args.retentions, limit=args.limit)
+        results = run_demos(args.output, models=args.models, policies=args.positions,
+                            methods=args.compressors, retentions=args.retentions,
+                            limit=args.limit)
     except ConfigError as err:
         print(f"scissorbench demo: error: {err}", file=sys.stderr)
         return 2
-    if result.table.is_file():
-        print(result.table.read_text())
-    print(f"[demo] accuracy:    {result.table}")
-    print(f"[demo] by type:     {result.by_type}")
-    print(f"[demo] leaderboard: {result.leaderboard}")
-    print(f"[demo] figure:      {result.figure}")
-    print(f"[demo] report:      {result.report}")
-    return 0 if not result.failed else 1
+    for (model, policy), result in results.items():
+        if result.table.is_file():
+            print(f"## {model}, positions={policy}\n")
+            print(result.table.read_text())
+    positions = args.output / "positions.md"
+    if positions.is_file():
+        print(positions.read_text())
+    print(f"[demo] positions:   {positions}")
+    failed = {f"{m} {p} {k}": v for (m, p), r in results.items() for k, v in r.failed.items()}
+    for (model, policy), result in results.items():
+        print(f"[demo] {model} {policy}: {result.table.parent} (tables, figure, report)")
+    for label, error in failed.items():
+        print(f"[demo] FAILED {label}: {error}", file=sys.stderr)
+    return 0 if not failed else 1
 
 
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated compressor names")
+        raise argparse.ArgumentTypeError("expected comma-separated names")
     return names
 
 
@@ -226,14 +243,17 @@ def train_micro(argv: list[str]) -> int:
     parser.add_argument("--train-items", type=_positive_int, default=defaults.train_items,
                         help="training videos (split 'train', written on first use)")
     parser.add_argument("--data-root", type=Path, default=None,
-                        help="data root (default: $SCISSORBENCH_DATA, else <repo>/data)")
+                        help="data root (default: $SCISSORBENCH_DATA, else ~/.cache/scissorbench)")
+    parser.add_argument("--backbone", choices=["llava_onevision", "qwen2_5_vl"],
+                        default=defaults.backbone,
+                        help="which micro model (the shipped ones: checkpoints/micro, "
+                             "checkpoints/micro_qwen2_5_vl)")
     args = parser.parse_args(argv)
-
-    from dataclasses import replace
 
     from synthetic.train import train
 
-    cfg = replace(defaults, seed=args.seed, steps=args.steps, train_items=args.train_items)
+    cfg = TrainConfig.for_backbone(args.backbone, seed=args.seed, steps=args.steps,
+                                   train_items=args.train_items)
     try:
         path = train(args.output, cfg, data_root=args.data_root)
     except (OSError, ValueError) as err:

@@ -1,8 +1,12 @@
-"""`make demo`: every compressor x retention on the micro model, through the real runner.
+"""`make demo`: every compressor x retention on both micro models under both position policies.
 
-Each job is the Hydra config a user would get from
+For each micro backbone (`micro`: LLaVA-OneVision, `micro_qwen2_5_vl`: Qwen2.5-VL) and each
+position policy (`original`, `contiguous`; METHODS.md section 11) the demo sweeps every
+budgeted compressor at every retention into `<output>/<model>/<policy>/`; each job is the Hydra
+config a user would get from
 
-    scissorbench run model=micro compressor=<name> retention=<r> results_dir=<output>/runs
+    scissorbench run model=micro compressor=<name> retention=<r> model.positions=<policy> \
+        results_dir=<output>/micro/<policy>/runs
 
 composed from `configs/` and run by `runners.evaluate.run` (lmms-eval's `simple_evaluate` on the
 `synthetic_video_qa` task, the `scissorbench` lmms-eval model, the results store, the feature
@@ -15,7 +19,11 @@ progress line. Then the reporting layer writes, from the records alone:
 - `<output>/by_question_type.md`: accuracy per question type of every run, from the per-sample
   outputs (which content each compressor loses: the small dot, the brief shape, ...);
 - `<output>/accuracy_vs_retention.png` (and `.pdf`): one line per method;
-- `<output>/report/report.html`: every table and figure of `scissorbench report`.
+- `<output>/report/report.html`: every table and figure of `scissorbench report`;
+
+and, over all of them, `<output>/positions.md` (and `.csv`): accuracy of every method x
+retention under each policy on each backbone, side by side. A (method, retention) a method
+cannot reach on the micro geometry (DyCoke below its whole-frame minimum) is left out and said.
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_RETENTIONS", "TASK", "DemoResult", "demo_jobs", "run_demo"]
+__all__ = [
+    "DEFAULT_MODELS", "DEFAULT_POLICIES", "DEFAULT_RETENTIONS", "TASK", "DemoResult",
+    "demo_jobs", "run_demo", "run_demos",
+]
 
 DEFAULT_RETENTIONS = [1.0, 0.5, 0.35, 0.1, 0.05]
+DEFAULT_MODELS = ["micro", "micro_qwen2_5_vl"]
+DEFAULT_POLICIES = ["original", "contiguous"]
 TASK = "synthetic_video_qa"
 
 
@@ -47,15 +60,93 @@ class DemoResult:
 
 
 def demo_jobs(model: str, methods: Sequence[str], retentions: Sequence[float],
-              runs_dir: Path, limit: int | None) -> list[list[str]]:
-    """Hydra overrides of every job: the full model once, then each method x retention."""
+              runs_dir: Path, limit: int | None, positions: str | None = None,
+              frames: int | None = None) -> list[list[str]]:
+    """Hydra overrides of every job: the full model once, then each method x retention that
+    the method can reach on `frames` frames (the LLM's temporal units; None: no check).
+    Methods the model cannot feed (`needs_missing_head`) are not among `methods` here."""
     common = [f"model={model}", f"task={TASK}", f"results_dir={runs_dir}"]
+    if positions is not None:
+        common.append(f"model.positions={positions}")
     if limit is not None:
         common.append(f"limit={limit}")
     jobs = [[*common, "compressor=none", "retention=null"]] if "none" in methods else []
     for name in (m for m in methods if m != "none"):
-        jobs += [[*common, f"compressor={name}", f"retention={r:g}"] for r in retentions]
+        jobs += [[*common, f"compressor={name}", f"retention={r:g}"] for r in retentions
+                 if frames is None or reachable(name, r, frames)]
     return jobs
+
+
+def reachable(name: str, retention: float, frames: int) -> bool:
+    """Whether `name` can feed budget(retention) tokens of `frames` frames: DyCoke never prunes
+    its anchor frames (its minimum, `compressors.dycoke.minimum_retention`)."""
+    import compressors.dycoke
+
+    return name != "dycoke" or retention >= compressors.dycoke.minimum_retention(frames)
+
+
+def _model_config(model: str) -> dict[str, Any]:
+    import yaml
+
+    from runners.cli import CONFIGS
+
+    return yaml.safe_load((CONFIGS / "model" / f"{model}.yaml").read_text())
+
+
+def _temporal_units(model: str) -> int:
+    """Frames the LLM sees as separate units for `model`'s config: max_frames_num, halved for
+    Qwen-VL's temporal patches of 2."""
+    frames = int(_model_config(model).get("max_frames_num", 32))
+    return -(-frames // 2) if "qwen" in model else frames
+
+
+def needs_missing_head(name: str, model: str) -> bool:
+    """Whether `name` reads the SigLIP attention-pooling head's signals (FastVID) on a LLaVA
+    model config that names no `vision_head` (the micro towers were trained without one)."""
+    import compressors
+
+    head = {"frame_features", "head_attention"} & set(compressors.build(
+        name, **({"retention": 0.5} if name in compressors.budgeted() else {})).signals)
+    return bool(head) and "qwen" not in model and not _model_config(model).get("vision_head")
+
+
+def run_demos(output: str | Path, *, models: Sequence[str] = DEFAULT_MODELS,
+              policies: Sequence[str] = DEFAULT_POLICIES, methods: Sequence[str] | None = None,
+              retentions: Sequence[float] = DEFAULT_RETENTIONS, limit: int | None = None,
+              log: Callable[[str], None] = print) -> dict[tuple[str, str], DemoResult]:
+    """`run_demo` for every (model, policy) into `<output>/<model>/<policy>`, then the
+    positions table over all of them (`<output>/positions.md`)."""
+    output = Path(output)
+    results = {}
+    for model in models:
+        for policy in policies:
+            results[(model, policy)] = run_demo(output / model / policy, model=model,
+                                                positions=policy, methods=methods,
+                                                retentions=retentions, limit=limit, log=log)
+    _write_positions(output, results)
+    return results
+
+
+def _write_positions(output: Path, results: dict[tuple[str, str], DemoResult]) -> None:
+    """Accuracy of each method x retention, one column per (model, policy): what the position
+    policy does to each method on each backbone."""
+    import pandas as pd
+
+    from reporting.tables import write_table
+
+    columns, methods, retentions = {}, [], []
+    for (model, policy), result in results.items():
+        table = pd.read_csv(result.table.with_suffix(".csv")).set_index("method")
+        methods += [m for m in table.index if m not in methods]
+        retentions += [r for r in table.columns if r not in retentions]
+        columns[f"{model} {policy}"] = table.stack()
+    if not columns:
+        return
+    order = [(m, r) for m in methods for r in sorted(retentions, key=_percent, reverse=True)]
+    frame = pd.DataFrame(columns).reindex(order).dropna(how="all")
+    frame.index.names = ["method", "retention"]
+    write_table(frame, output / "positions",
+                f"{TASK} (held-out) accuracy %, by position policy on each backbone", decimals=1)
 
 
 def _compose(jobs: list[list[str]]) -> list[tuple[Any, Any]]:
@@ -82,10 +173,17 @@ def _compose(jobs: list[list[str]]) -> list[tuple[Any, Any]]:
     return planned
 
 
-def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str] | None = None,
+def _percent(label: str) -> float:
+    """"35%" -> 35.0 (the tables' retention labels)."""
+    return float(str(label).rstrip("%"))
+
+
+def run_demo(output: str | Path, *, model: str = "micro", positions: str | None = None,
+             methods: Sequence[str] | None = None,
              retentions: Sequence[float] = DEFAULT_RETENTIONS, limit: int | None = None,
              log: Callable[[str], None] = print) -> DemoResult:
-    """Run the sweep into `<output>/runs`, then write the leaderboard, figure and report."""
+    """Run the sweep of one model under one position policy (None: the backbone's default)
+    into `<output>/runs`, then write the leaderboard, figure and report."""
     from transformers.utils import logging as hf_logging
 
     import compressors
@@ -98,11 +196,21 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ConfigError(f"unknown compressor(s) {unknown}; choose from {known}")
-    jobs = demo_jobs(model, methods, retentions, output / "runs", limit)
+    frames = _temporal_units(model)
+    headless = [m for m in methods if m != "none" and needs_missing_head(m, model)]
+    if headless:
+        log(f"[demo] {model}: {', '.join(headless)} left out: it reads SigLIP's attention-pooling "
+            f"head, and this model config names no vision_head")
+        methods = [m for m in methods if m not in headless]
+    jobs = demo_jobs(model, methods, retentions, output / "runs", limit, positions, frames)
     planned = _compose(jobs)
     hf_logging.disable_progress_bar()  # one line per run is the progress shown
-    log(f"[demo] {len(planned)} runs: model {model}, task {TASK}, compressors {methods}, "
-        f"retentions {[float(r) for r in retentions]}")
+    left_out = [f"{m} r={r:g}" for m in methods for r in retentions
+                if m != "none" and not reachable(m, r, frames)]
+    log(f"[demo] {len(planned)} runs: model {model}, positions {positions or 'default'}, "
+        f"task {TASK}, compressors {methods}, retentions {[float(r) for r in retentions]}"
+        + (f"; unreachable on {frames} frames, left out: {', '.join(left_out)}"
+           if left_out else ""))
     result = DemoResult(output / "leaderboard.md", output / "accuracy.md",
                         output / "by_question_type.md", output / "accuracy_vs_retention.png",
                         output / "report" / "report.html")
@@ -122,7 +230,7 @@ def run_demo(output: str | Path, *, model: str = "micro", methods: Sequence[str]
             said = f"accuracy {accuracy:.3f}, {record['tokens']['fed_mean'] or 0:.1f} tokens fed"
             per_type.append({"method": cfg.compressor.name, "retention": cfg.retention,
                              **type_accuracy(samples_of(cfg.results_dir, job))})
-        log(f"[demo] {number:>2}/{len(planned)} {label:<18} {said}  "
+        log(f"[demo] {model} {positions or ''} {number:>2}/{len(planned)} {label:<18} {said}  "
             f"({time.perf_counter() - clock:.1f} s, {time.perf_counter() - started:.0f} s in all)")
     _write_outputs(output, model, result, per_type)
     return result

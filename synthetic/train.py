@@ -1,6 +1,17 @@
-"""Train the micro video-LLM (`synthetic.micro`) on the synthetic video QA, on the CPU.
+"""Train a micro video-LLM (`synthetic.micro`) on the synthetic video QA, on the CPU.
 
     scissorbench train-micro --output checkpoints/micro        # under 20 minutes on 2 cores
+    scissorbench train-micro --backbone qwen2_5_vl --output checkpoints/micro_qwen2_5_vl
+
+One recipe for both backbones; what differs is in `_LlavaParts` and `_QwenParts` (tower,
+projector, positions). The micro Qwen2.5-VL samples 16 frames (8 temporal patches, 128 tokens);
+its frozen tower is the patch embedding and vision blocks, its projector the 2x2 merger (the
+window reordering undone, checked against the model's own `get_video_features`); its vision
+targets cover each temporal patch (a colour counts if it is under the token in either frame);
+and it trains with the full sequence's M-RoPE ids (`get_rope_index`) sliced at the kept tokens
+under visual-token dropout, as its adapter's default `positions=original` feeds it. The
+LLaVA-OneVision micro trains with plain positions 0..S-1 of the fed sequence, as its adapter's
+default `positions=contiguous`.
 
 Deterministic from `seed` on a given machine and thread count. The steps:
 
@@ -72,22 +83,215 @@ class TrainConfig:
     frames: int = 8
     threads: int = 2
     eval_items: int = 140
+    backbone: str = "llava_onevision"  # or "qwen2_5_vl" (BACKBONES)
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **changes: Any) -> TrainConfig:
+        """The defaults of `backbone`'s micro model: Qwen2.5-VL samples 16 frames (8 temporal
+        patches of 2, 128 tokens, as the LLaVA micro's 8 frames x 16 tokens)."""
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+        frames = {"llava_onevision": 8, "qwen2_5_vl": 16}[backbone]
+        return cls(**{"backbone": backbone, "frames": frames, **changes})
 
 
 def load_split(root: Path, split: str, frames: int, processor: Any,
                limit: int | None = None) -> tuple[list[dict], Any]:
     """(index rows, pixel values [N, T, 3, S, S]) of the first `limit` items of a split (all
-    when None), decoded as evaluation decodes."""
+    when None), decoded as evaluation decodes (LLaVA-OneVision's processor)."""
+    rows, pixels, _ = _decode(root, split, frames, _LlavaParts.pixels_of(processor), limit)
+    return rows, pixels
+
+
+def _decode(root: Path, split: str, frames: int, pixels_of: Any, limit: int | None,
+            keep_frames: bool = False) -> tuple[list[dict], Any, Any]:
+    """(rows, pixel values stacked per video, the uint8 frames [N, T, S, S, 3] if asked)."""
     from harness.video import sample_frames
     from synthetic.task import read_split
 
     rows = read_split(root, split)[:limit]
-    pixels = []
+    pixels, raw = [], []
     for start in range(0, len(rows), 64):
         videos = [sample_frames(root / r["video"], frames) for r in rows[start : start + 64]]
-        out = processor.video_processor(videos=videos, return_tensors="pt")
-        pixels.append(out["pixel_values_videos"])
-    return rows, torch.cat(pixels)
+        pixels.append(pixels_of(videos))
+        if keep_frames:
+            raw.append(torch.from_numpy(np.stack(videos)))
+    return rows, torch.cat(pixels), (torch.cat(raw) if keep_frames else None)
+
+
+class _LlavaParts:
+    """The micro LLaVA-OneVision's pieces of the recipe: SigLIP tower, projector + 2x2 pooling,
+    a plain 1-D position per token (its adapter's default, `positions=contiguous`)."""
+
+    name = "llava_onevision"
+
+    def __init__(self, seed: int) -> None:
+        from backbones.llava_onevision import LlavaOnevisionAdapter
+        from synthetic.micro import new_micro_model
+
+        self.model, self.processor = new_micro_model(seed)
+        self.adapter = LlavaOnevisionAdapter(self.model, self.processor)
+        self.tokens_per_frame = self.adapter.tokens_per_frame
+
+    @staticmethod
+    def pixels_of(processor: Any) -> Any:
+        def pixels(videos: list[np.ndarray]) -> torch.Tensor:
+            return processor.video_processor(videos=videos, return_tensors="pt")[
+                "pixel_values_videos"]
+        return pixels
+
+    def load(self, root: Path, split: str, frames: int, limit: int | None) -> tuple:
+        rows, pixels, _ = _decode(root, split, frames, self.pixels_of(self.processor), limit)
+        grid = int(math.isqrt(self.tokens_per_frame))
+        return rows, pixels, region_labels(rows, _siglip_rgb(pixels), grid)
+
+    def tower_and_projector(self) -> list[torch.nn.Parameter]:
+        inner = self.model.model
+        return [*inner.vision_tower.parameters(), *inner.multi_modal_projector.parameters()]
+
+    def video_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's own visual tokens of pixels [B, T, 3, S, S] -> [B, T*N, D]."""
+        feats = self.model.model.get_video_features(pixel_values_videos=pixels, return_dict=True)
+        return feats.pooler_output[:, :-1]
+
+    def freeze_tower(self) -> None:
+        self.model.model.vision_tower.requires_grad_(False)
+
+    def tower(self, pixels: torch.Tensor) -> torch.Tensor:
+        return tower_features(self.model, pixels)
+
+    def visual(self, tower: torch.Tensor) -> torch.Tensor:
+        return visual_tokens(self.model, tower)
+
+    def positions(self, before: int, after: int, keep: torch.Tensor | None,
+                  tokens: int) -> None:
+        return None  # the LLM's default 0..S-1
+
+    def hidden(self, embeds: torch.Tensor, positions: list) -> torch.Tensor:
+        return self.model.model.language_model(inputs_embeds=embeds,
+                                               use_cache=False).last_hidden_state
+
+    def load_trained(self, path: Path) -> Any:
+        import backbones
+
+        return backbones.load(str(path))
+
+
+class _QwenParts:
+    """The micro Qwen2.5-VL's pieces: patch embed + vision blocks as the frozen tower, the 2x2
+    merger as the projector, and the full sequence's M-RoPE ids (`get_rope_index`) sliced at
+    the kept visual tokens: its adapter's default, `positions=original`."""
+
+    name = "qwen2_5_vl"
+
+    def __init__(self, seed: int) -> None:
+        from backbones.qwen2_5_vl import Qwen25VLAdapter
+        from synthetic.micro import QWEN_PIXELS, new_micro_qwen2_5_vl
+
+        self.model, self.processor = new_micro_qwen2_5_vl(seed)
+        self.pixels_bound = QWEN_PIXELS
+        self.adapter = Qwen25VLAdapter(self.model, self.processor, min_pixels=QWEN_PIXELS,
+                                       max_pixels=QWEN_PIXELS)
+        self.visual_model = self.model.model.visual
+        self._merge = self.visual_model.spatial_merge_size
+        self.grid_thw: torch.Tensor | None = None
+        self._rope: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _pixels(self, videos: list[np.ndarray]) -> torch.Tensor:
+        out = self.processor.video_processor(videos=videos, size=self.adapter.pixels,
+                                             return_tensors="pt")
+        grid = out["video_grid_thw"]
+        if self.grid_thw is None:
+            self.grid_thw = grid[:1]
+        if not (grid == self.grid_thw).all():
+            raise ValueError(f"training videos must share one grid, got {grid.unique(dim=0)}")
+        return out["pixel_values_videos"].reshape(len(videos), -1, out[
+            "pixel_values_videos"].shape[-1])
+
+    def load(self, root: Path, split: str, frames: int, limit: int | None) -> tuple:
+        rows, pixels, raw = _decode(root, split, frames, self._pixels, limit, keep_frames=True)
+        t, h, w = (int(x) for x in self.grid_thw[0])
+        self.tokens_per_frame = (h // self._merge) * (w // self._merge)
+        temporal = raw.shape[1] // t
+        labels = region_labels(rows, raw.float(), h // self._merge, temporal=temporal)
+        return rows, pixels, labels
+
+    def _grids(self, batch: int) -> torch.Tensor:
+        return self.grid_thw.expand(batch, -1)
+
+    def tower_and_projector(self) -> list[torch.nn.Parameter]:
+        return list(self.visual_model.parameters())
+
+    def video_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's own visual tokens of pixels [B, P, C*2*p*p] -> [B, M, D]."""
+        out = self.model.model.get_video_features(
+            pixel_values_videos=pixels.flatten(0, 1), video_grid_thw=self._grids(len(pixels)),
+            return_dict=True)
+        return torch.stack(out.pooler_output)
+
+    def freeze_tower(self) -> None:
+        self.visual_model.patch_embed.requires_grad_(False)
+        self.visual_model.blocks.requires_grad_(False)
+
+    def tower(self, pixels: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """The last vision block's output of every video, merge units in row-major order:
+        [N, M, merge^2, Dv], the merger's input (its window reordering undone)."""
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import get_vision_window_index
+
+        visual, out = self.visual_model, []
+        unit = self._merge**2
+        for start in range(0, len(pixels), chunk):
+            batch = pixels[start : start + chunk]
+            grids = self._grids(len(batch))
+            hidden = visual(batch.flatten(0, 1), grid_thw=grids).last_hidden_state
+            window_index, _ = get_vision_window_index(
+                grids, spatial_merge_size=self._merge, window_size=visual.window_size,
+                patch_size=visual.patch_size, kwargs={})
+            units = hidden.view(-1, unit, hidden.shape[-1])[torch.argsort(window_index)]
+            out.append(units.view(len(batch), -1, unit, hidden.shape[-1]))
+        return torch.cat(out)
+
+    def visual(self, tower: torch.Tensor) -> torch.Tensor:
+        b, m = tower.shape[:2]
+        return self.visual_model.merger(tower.reshape(-1, tower.shape[-1])).view(b, m, -1)
+
+    def _full_rope(self, before: int, after: int) -> torch.Tensor:
+        """[3, S] M-RoPE ids of the uncompressed sequence (the adapter's own rule)."""
+        if (before, after) not in self._rope:
+            from backbones.base import Prepared
+
+            t, h, w = (int(x) for x in self.grid_thw[0])
+            m = self._merge
+            prepared = Prepared(
+                visual=torch.empty(0), frames=t, visual_tokens=t * (h // m) * (w // m),
+                compressor=None, grid=(h // m, w // m),
+                rope={"second_per_grid_t": self.adapter._temporal / self.adapter._default_fps()},
+            )
+            self._rope[(before, after)] = self.adapter.full_positions(prepared, before, after)[0]
+        return self._rope[(before, after)]
+
+    def positions(self, before: int, after: int, keep: torch.Tensor | None,
+                  tokens: int) -> torch.Tensor:
+        full = self._full_rope(before, after)
+        if keep is None:
+            return full
+        visual = full[:, before : before + tokens][:, keep]
+        return torch.cat([full[:, :before], visual, full[:, before + tokens :]], dim=1)
+
+    def hidden(self, embeds: torch.Tensor, positions: list) -> torch.Tensor:
+        width = embeds.shape[1]
+        ids = torch.stack([F.pad(p, (0, width - p.shape[1])) for p in positions], dim=1)
+        return self.model.model.language_model(inputs_embeds=embeds, position_ids=ids,
+                                               use_cache=False).last_hidden_state
+
+    def load_trained(self, path: Path) -> Any:
+        import backbones
+
+        return backbones.load(str(path), min_pixels=self.pixels_bound,
+                              max_pixels=self.pixels_bound)
+
+
+BACKBONES = {"llava_onevision": _LlavaParts, "qwen2_5_vl": _QwenParts}
 
 
 class _Sequences:
@@ -137,26 +341,28 @@ def visual_tokens(model: Any, tower: torch.Tensor) -> torch.Tensor:
     return pooled.reshape(b, t * pooled.shape[1], -1)
 
 
-def _batch_loss(model: Any, seqs: _Sequences, tower: torch.Tensor, index: list[int],
+def _batch_loss(parts: Any, seqs: _Sequences, tower: torch.Tensor, index: list[int],
                 keep: list[torch.Tensor | None], forms: list[str]) -> tuple[torch.Tensor, list]:
     """(mean cross-entropy of the answer tokens of the sequences `index` in `forms`, whether
     each sequence's answer is its greedy continuation)."""
-    inner = model.model
-    embed = inner.language_model.embed_tokens
-    video = visual_tokens(model, tower[index])  # [B, T*N, D]
-    rows, targets, where = [], [], []
+    model = parts.model
+    embed = model.model.language_model.embed_tokens
+    video = parts.visual(tower[index])  # [B, T*N, D]
+    tokens = video.shape[1]
+    rows, targets, where, positions = [], [], [], []
     for b, i in enumerate(index):
         before, after, answer = seqs.items[i][forms[b]]
         visual = video[b] if keep[b] is None else video[b, keep[b]]
         ids_a = torch.tensor(after)
         rows.append(torch.cat([embed(torch.tensor(before)), visual, embed(ids_a)]))
+        positions.append(parts.positions(len(before), len(after), keep[b], tokens))
         length = rows[-1].shape[0]
         # position p predicts token p + 1: the answer's tokens are the last `answer` ones
         where.append(torch.arange(length - answer - 1, length - 1))
         targets.append(ids_a[-answer:])
     width = max(r.shape[0] for r in rows)
     padded = torch.stack([F.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows])
-    hidden = inner.language_model(inputs_embeds=padded, use_cache=False).last_hidden_state
+    hidden = parts.hidden(padded, positions)
     picked = torch.cat([hidden[b, w] for b, w in enumerate(where)])
     logits = model.lm_head(picked)
     target = torch.cat(targets)
@@ -176,26 +382,36 @@ def _keep_masks(rng: random.Random, batch: int, tokens: int, share: float) -> li
     return masks
 
 
-def region_labels(rows: list[dict], pixels: torch.Tensor, grid: int) -> torch.Tensor:
+def _siglip_rgb(pixels: torch.Tensor) -> torch.Tensor:
+    """LLaVA-OneVision pixel values [N, T, 3, S, S] (SigLIP's 0.5 / 0.5 normalisation) back to
+    RGB levels [N, T, S, S, 3] in 0..255."""
+    return ((pixels.float() * 0.5 + 0.5) * 255).permute(0, 1, 3, 4, 2)
+
+
+def region_labels(rows: list[dict], rgb: torch.Tensor, grid: int,
+                  temporal: int = 1) -> torch.Tensor:
     """Dense targets of the vision pre-training: for each pooled token (a `grid` x `grid` cell
-    of each frame), which of the 6 colours and which of the 4 shape kinds cover at least two of
-    its pixels, and the cell's row and column -> float [N, T * grid^2, 10 + 2 grid]. Read off
-    the decoded frames (nearest palette colour per pixel) and the items' shape lists (colour ->
-    kind); the position makes "where" as easy to read from a token as "what"."""
+    of each frame, or of each group of `temporal` frames: a Qwen temporal patch), which of the
+    6 colours and which of the 4 shape kinds cover at least two of its pixels (in any frame of
+    the group), and the cell's row and column -> float [N, T / temporal * grid^2, 10 + 2 grid].
+    Read off the frames `rgb` [N, T, S, S, 3] (levels 0..255; nearest palette colour per pixel)
+    and the items' shape lists (colour -> kind); the position makes "where" as easy to read
+    from a token as "what"."""
     from synthetic.task import BACKGROUND, COLOURS, SHAPES, make_item
 
     palette = torch.tensor([BACKGROUND, *COLOURS.values()], dtype=torch.float32)
     colour_names = list(COLOURS)
     out = []
     for start in range(0, len(rows), 64):
-        chunk = pixels[start : start + 64]
-        n, t, _, size, _ = chunk.shape
-        rgb = ((chunk.float() * 0.5 + 0.5) * 255).permute(0, 1, 3, 4, 2)  # [n, T, S, S, 3]
-        nearest = torch.cdist(rgb.reshape(-1, 3), palette).argmin(-1).reshape(n * t, size, size)
+        chunk = rgb[start : start + 64].float()
+        n, frames, size = chunk.shape[:3]
+        nearest = torch.cdist(chunk.reshape(-1, 3), palette).argmin(-1)
+        nearest = nearest.reshape(n * frames, size, size)
         onehot = F.one_hot(nearest, len(palette)).permute(0, 3, 1, 2).float()[:, 1:]
         cell = size // grid
         colours = (F.avg_pool2d(onehot, cell) * cell * cell >= 2).float()  # [n*T, 6, g, g]
-        colours = colours.reshape(n, t, len(COLOURS), grid * grid)
+        t = frames // temporal
+        colours = colours.reshape(n, t, temporal, len(COLOURS), grid * grid).amax(dim=2)
         kinds = torch.zeros(n, t, len(SHAPES), grid * grid)
         for b, row in enumerate(rows[start : start + 64]):
             for shape in make_item(row["seed"], row["index"]).shapes:
@@ -204,27 +420,23 @@ def region_labels(rows: list[dict], pixels: torch.Tensor, grid: int) -> torch.Te
         cells = torch.arange(grid * grid)
         where = torch.cat([F.one_hot(cells // grid, grid), F.one_hot(cells % grid, grid)], 1)
         where = where.T.float().expand(n, t, 2 * grid, grid * grid)
-        labels = torch.cat([colours, kinds, where], dim=2)  # [n, T, 10 + 2g, g*g]
+        labels = torch.cat([colours, kinds, where], dim=2)  # [n, t, 10 + 2g, g*g]
         out.append(labels.permute(0, 1, 3, 2).reshape(n, t * grid * grid, -1))
     return torch.cat(out)
 
 
-def pretrain_vision(model: Any, pixels: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+def pretrain_vision(parts: Any, pixels: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                     log: Any) -> None:
     """Stage 1: the vision tower and projector learn to say what covers each pooled token
     (`region_labels`), through a linear probe that is then thrown away. LLaVA starts from a
     pretrained SigLIP; this is the micro model's stand-in, seconds instead of GPU-years."""
-    inner = model.model
-    probe = torch.nn.Linear(inner.config.text_config.hidden_size,
-                            labels.shape[-1])
-    params = [*inner.vision_tower.parameters(), *inner.multi_modal_projector.parameters(),
-              *probe.parameters()]
+    probe = torch.nn.Linear(parts.model.config.text_config.hidden_size, labels.shape[-1])
+    params = [*parts.tower_and_projector(), *probe.parameters()]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
     for step in range(cfg.vision_steps):
         index = torch.randint(len(pixels), (cfg.vision_batch,), generator=generator)
-        feats = inner.get_video_features(pixel_values_videos=pixels[index], return_dict=True)
-        logits = probe(feats.pooler_output[:, :-1])
+        logits = probe(parts.video_features(pixels[index]))
         loss = F.binary_cross_entropy_with_logits(logits, labels[index])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -243,14 +455,16 @@ def _schedule(step: int, cfg: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def held_out_accuracy(path: Path, root: Path, items: int, frames: int) -> dict[str, float]:
-    """Greedy answers of the saved checkpoint (through `backbones.load`) on the first `items`
-    test questions -> accuracy overall and per question type."""
+def held_out_accuracy(path: Path, root: Path, items: int, frames: int,
+                      parts: Any = None) -> dict[str, float]:
+    """Greedy answers of the saved checkpoint (through `backbones.load`, with the loading
+    settings of its backbone's `parts`) on the first `items` test questions -> accuracy
+    overall and per question type."""
     import backbones
     from harness.video import sample_frames
     from synthetic.task import accuracy_by_type, format_prompt, is_right, read_split
 
-    llm = backbones.load(str(path))
+    llm = parts.load_trained(path) if parts is not None else backbones.load(str(path))
     outcomes = []
     for row in read_split(root, "test")[:items]:
         prepared = llm.prepare(sample_frames(root / row["video"], frames))
@@ -286,11 +500,11 @@ def _optimiser(model: Any, cfg: TrainConfig) -> tuple[Any, Any, list[torch.Tenso
     return optimiser, scheduler, trained
 
 
-def _instruction_tune(model: Any, seqs: _Sequences, tower: torch.Tensor, rows: list[dict],
+def _instruction_tune(parts: Any, seqs: _Sequences, tower: torch.Tensor, rows: list[dict],
                       tokens: int, cfg: TrainConfig, log: Any) -> list[float]:
     """Train projector and LLM on the questions (tower frozen); the loss of every step."""
     rng = random.Random(cfg.seed)
-    optimiser, scheduler, trained = _optimiser(model, cfg)
+    optimiser, scheduler, trained = _optimiser(parts.model, cfg)
     order: list[int] = []
     curve = []
     recent: dict[str, list[bool]] = {"mc": [], "open": []}
@@ -302,7 +516,7 @@ def _instruction_tune(model: Any, seqs: _Sequences, tower: torch.Tensor, rows: l
         index, order = order[: cfg.batch_size], order[cfg.batch_size :]
         keep = _keep_masks(rng, len(index), tokens, cfg.token_dropout)
         forms = ["open" if rng.random() < cfg.open_share else "mc" for _ in index]
-        loss, hits = _batch_loss(model, seqs, tower, index, keep, forms)
+        loss, hits = _batch_loss(parts, seqs, tower, index, keep, forms)
         for i, form, hit in zip(index, forms, hits, strict=True):
             recent[form].append(hit)
             by_type.setdefault(rows[i]["question_type"], []).append(hit)
@@ -324,39 +538,40 @@ def _instruction_tune(model: Any, seqs: _Sequences, tower: torch.Tensor, rows: l
 
 def train(output: str | os.PathLike, cfg: TrainConfig | None = None, *,
           data_root: str | os.PathLike | None = None, log: Any = print) -> Path:
-    """Train the micro model as the module docstring says; save it to `output`; return it."""
-    from backbones.llava_onevision import LlavaOnevisionAdapter
+    """Train the micro model of `cfg.backbone` as the module docstring says; save it to
+    `output`; return it."""
     from backbones.tiny import save_checkpoint
-    from synthetic.micro import new_micro_model
     from synthetic.task import SPLIT_SEEDS, dataset_dir
 
     cfg = cfg or TrainConfig()
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
     torch.set_num_threads(cfg.threads)
     clock = time.perf_counter()
     root = dataset_dir(data_root)
     _ensure_splits(root, cfg, log)
-    model, processor = new_micro_model(cfg.seed)
-    adapter = LlavaOnevisionAdapter(model, processor)
-    rows, pixels = load_split(root, "train", cfg.frames, processor, limit=cfg.train_items)
-    seqs = _Sequences(adapter, rows)
-    log(f"[train-micro] {len(rows)} videos ready in {time.perf_counter() - clock:.0f} s; "
+    parts = BACKBONES[cfg.backbone](cfg.seed)
+    model, processor = parts.model, parts.processor
+    rows, pixels, labels = parts.load(root, "train", cfg.frames, cfg.train_items)
+    seqs = _Sequences(parts.adapter, rows)
+    log(f"[train-micro] {parts.name}: {len(rows)} videos ready in "
+        f"{time.perf_counter() - clock:.0f} s; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
     torch.manual_seed(cfg.seed)
     model.train()
-    grid = int(math.isqrt(adapter.tokens_per_frame))
-    pretrain_vision(model, pixels, region_labels(rows, pixels, grid), cfg, log)
-    model.model.vision_tower.requires_grad_(False)
-    tower = tower_features(model, pixels)
+    pretrain_vision(parts, pixels, labels, cfg, log)
+    parts.freeze_tower()
+    tower = parts.tower(pixels)
     with torch.no_grad():  # the split computation is the model's own, to the last bit
-        own = model.model.get_video_features(pixel_values_videos=pixels[:2], return_dict=True)
-        torch.testing.assert_close(visual_tokens(model, tower[:2]), own.pooler_output[:, :-1])
-    del pixels
-    tokens = cfg.frames * adapter.tokens_per_frame
-    curve = _instruction_tune(model, seqs, tower, rows, tokens, cfg, log)
+        own = parts.video_features(pixels[:2])
+        torch.testing.assert_close(parts.visual(tower[:2]), own)
+    del pixels, labels
+    tokens = own.shape[1]  # visual tokens per video
+    curve = _instruction_tune(parts, seqs, tower, rows, tokens, cfg, log)
     model.eval()
     path = save_checkpoint(model, processor, output)
-    accuracy = held_out_accuracy(path, root, cfg.eval_items, cfg.frames)
+    accuracy = held_out_accuracy(path, root, cfg.eval_items, cfg.frames, parts)
     log(f"[train-micro] held-out accuracy (first {cfg.eval_items} test items): "
         + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
     report = {

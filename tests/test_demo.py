@@ -14,17 +14,40 @@ from scissorbench.cli import main
 from scissorbench.demo import DEFAULT_RETENTIONS, demo_jobs
 from synthetic.train import TrainConfig, train
 
+SMALL = ["--compressors", "none,scc,random", "--retentions", "0.05", "--limit", "14"]
+
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    """A small demo: the full model and SCC at 10%, on the first 14 held-out questions."""
+def demo_root(tmp_path_factory):
+    """A small demo: the full model, SCC and random at 5%, on the first 14 held-out questions,
+    on both micro models under both position policies."""
     root = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCISSORBENCH_DATA", str(root / "data"))
-        code = main(["demo", "--compressors", "none,scc,random", "--retentions", "0.05",
-                     "--limit", "14", "--output", str(root / "out")])
+        code = main(["demo", *SMALL, "--output", str(root / "out")])
     assert code == 0
     return root / "out"
+
+
+@pytest.fixture(scope="module")
+def demo_dir(demo_root):
+    return demo_root / "micro" / "contiguous"
+
+
+def test_demo_sweeps_both_backbones_under_both_policies(demo_root):
+    table = pd.read_csv(demo_root / "positions.csv")
+    assert list(table.columns) == ["method", "retention", "micro original", "micro contiguous",
+                                   "micro_qwen2_5_vl original", "micro_qwen2_5_vl contiguous"]
+    full = table[table["method"] == "none"]
+    assert (full.iloc[:, 2:] >= 85).all(axis=None)  # both trained models, not chance (25)
+    # the full model has nothing to renumber: both policies give the same answers
+    assert full["micro original"].item() == full["micro contiguous"].item()
+    for model in ("micro", "micro_qwen2_5_vl"):
+        for policy in ("original", "contiguous"):
+            records = [json.loads(p.read_text())
+                       for p in (demo_root / model / policy / "runs").glob("*.json")]
+            assert {r["settings"]["model"]["positions"] for r in records} == {policy}
+            assert {r["settings"]["model"]["name"] for r in records} == {model}
 
 
 def test_demo_writes_leaderboard_figure_and_report(demo_dir):
@@ -41,11 +64,11 @@ def test_demo_writes_leaderboard_figure_and_report(demo_dir):
     assert {r["samples"]["count"] for r in records} == {14}
 
 
-def test_demo_rerun_skips_finished_runs(demo_dir, capsys, monkeypatch):
-    monkeypatch.setenv("SCISSORBENCH_DATA", str(demo_dir.parent / "data"))
+def test_demo_rerun_skips_finished_runs(demo_root, demo_dir, capsys, monkeypatch):
+    monkeypatch.setenv("SCISSORBENCH_DATA", str(demo_root.parent / "data"))
     before = {p: p.stat().st_mtime_ns for p in (demo_dir / "runs").glob("*.json")}
-    assert main(["demo", "--compressors", "none,scc,random", "--retentions", "0.05",
-                 "--limit", "14", "--output", str(demo_dir)]) == 0
+    assert main(["demo", *SMALL, "--models", "micro", "--positions", "contiguous",
+                 "--output", str(demo_root)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (demo_dir / "runs").glob("*.json")} == before
     assert "3/3" in capsys.readouterr().out
 
@@ -65,6 +88,12 @@ def test_default_sweep_is_every_budgeted_compressor_at_every_retention(tmp_path)
     assert DEFAULT_RETENTIONS == [1.0, 0.5, 0.35, 0.1, 0.05]
     assert len(jobs) == 1 + len(compressors.budgeted()) * 5  # `none` once
     assert "scc_official" not in methods  # threshold only: no retention to sweep
+    # on 8 frames DyCoke keeps frames 0, 4 and 6 whole: 3/8 = 37.5% is its minimum
+    eight = demo_jobs("micro", methods, DEFAULT_RETENTIONS, tmp_path, None, "original", 8)
+    dycoke = [j[-1] for j in eight if "compressor=dycoke" in j]
+    assert dycoke == ["retention=1", "retention=0.5"]
+    assert all("model.positions=original" in j for j in eight)
+    assert len(eight) == len(jobs) - 3
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path):
