@@ -47,17 +47,20 @@ _STYLE = {
     "pdf.fonttype": 42,
 }
 
-# Okabe-Ito colours for the methods of the paper and its ablation; others get a stable colour
+# Okabe-Ito colours for the methods of the paper and its ablation, Tol's for the newer methods
+# (a paper's "DyCoke" and our `dycoke` are one method: one colour); others get a stable colour
 # from the method's name (the same in every figure and session).
 _COLORS = {
     "none": "#000000", "scc": "#D55E00", "fastv": "#0072B2", "visionzip": "#009E73",
-    "pllava": "#E69F00", "DyCoke": "#CC79A7", "uniform": "#56B4E9", "random": "#999999",
-    "l2norm": "#8C564B",
+    "pllava": "#E69F00", "DyCoke": "#CC79A7", "dycoke": "#CC79A7", "uniform": "#56B4E9",
+    "random": "#999999", "l2norm": "#8C564B", "fastvid": "#117733", "holitom": "#882255",
+    "prunevid": "#44AA99", "vidcom2": "#332288", "scc_official": "#DDCC77",
 }
 _FALLBACK = ["#332288", "#117733", "#44AA99", "#88CCEE", "#DDCC77", "#CC6677", "#AA4499",
              "#882255", "#661100", "#6699CC"]
 _MARKERS = {"none": "o", "scc": "o", "fastv": "s", "visionzip": "^", "pllava": "D",
-            "DyCoke": "v", "uniform": "<", "random": ">", "l2norm": "P"}
+            "DyCoke": "v", "dycoke": "v", "uniform": "<", "random": ">", "l2norm": "P",
+            "fastvid": "*", "holitom": "h", "prunevid": "p", "vidcom2": "d", "scc_official": "o"}
 _VARIANT_STYLES = ["-", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
 
 

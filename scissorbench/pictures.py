@@ -68,12 +68,16 @@ def patch_tokens(frames: np.ndarray) -> tuple[Tensor, Tensor]:
 
 
 def proxy_signals(video: Tensor) -> dict[str, Tensor]:
-    """Model-signal proxies: each token's L2 distance from its frame's mean token.
+    """Model-signal proxies: each token's L2 distance from its frame's mean token, and the
+    frame's mean token as its global feature.
 
-    video: [T, N, D]. Returns importance [T, N] (VisionZip) and attention [T*N] (FastV).
+    video: [T, N, D]. Returns importance [T, N] (VisionZip, HoliTom), attention [T*N] (FastV),
+    head_attention [T, N] (FastVID: the distances as a softmax over the frame) and
+    frame_features [T, D] (FastVID's DySeg).
     """
     distance = (video - video.mean(dim=1, keepdim=True)).norm(dim=-1)
-    return {"importance": distance, "attention": distance.reshape(-1)}
+    return {"importance": distance, "attention": distance.reshape(-1),
+            "head_attention": distance.softmax(dim=-1), "frame_features": video.mean(dim=1)}
 
 
 def seen_by_llm(colours: Tensor, assignment: Tensor, num_output: int) -> Tensor:
@@ -153,7 +157,11 @@ def _compress_all(
             raise ValueError(f"the demo has no proxy for signal(s) {missing} of {method!r}")
         needed = {s: signals[s] for s in compressor.signals}
         start = time.perf_counter()
-        out = compressor(video, grid=GRID, **needed)
+        try:
+            out = compressor(video, grid=GRID, **needed)
+        except ValueError as err:  # e.g. DyCoke below its whole-frame minimum on this clip
+            print(f"{tag}: {method} left out: {err}", flush=True)
+            continue
         seconds = time.perf_counter() - start
         results[method] = (out, seconds)
         print(
@@ -165,9 +173,11 @@ def _compress_all(
 
 
 def _build(name: str, retention: float) -> compressors.Compressor:
-    """`name` at `retention`; a method that cannot take it (the full model) runs its defaults."""
+    """`name` at `retention` (exactly its budget, `budget_mode: exact`, where the official count
+    is the method's own); a method that cannot take it (the full model) runs its defaults."""
+    exact = {"budget_mode": "exact"} if "budget_mode" in compressors.defaults(name) else {}
     try:
-        return compressors.build(name, retention=retention)
+        return compressors.build(name, retention=retention, **exact)
     except ValueError as err:
         try:
             compressor = compressors.build(name)
