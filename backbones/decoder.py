@@ -354,6 +354,15 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
+def keep_visual_rows(visual_rows: Tensor, kept: Tensor, length: int) -> Tensor:
+    """Sorted prompt rows kept from FastV's layer K on: every row that is not a visual token
+    (text, separators, newlines) and the visual rows `visual_rows[kept]`."""
+    keep = torch.ones(length, dtype=torch.bool, device=visual_rows.device)
+    keep[visual_rows] = False
+    keep[visual_rows[kept.to(visual_rows.device)]] = True
+    return keep.nonzero().flatten()
+
+
 def _check_frames(frames: Any) -> np.ndarray:
     if isinstance(frames, torch.Tensor):
         frames = frames.cpu().numpy()

@@ -86,7 +86,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backbones.base import Prefill, Prepared, representatives
-from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now, _offset_cache
+from backbones.decoder import (
+    DecoderAdapter,
+    _bind,
+    _check_frames,
+    _now,
+    _offset_cache,
+    keep_visual_rows,
+)
 from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
 from backbones.siglip_head import HEAD_SIGNALS, SiglipHead
 from compressors.fastv import keep_indices
@@ -457,10 +464,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         frame = self._frame_positions(prepared, start) if prune_at is not None else None
         for index, layer in enumerate(self._lm.layers):
             if index == prune_at:  # drop the frame tokens FastV did not keep, nothing else
-                keep = torch.ones(length, dtype=torch.bool, device=self.device)
-                keep[frame] = False
-                keep[frame[kept.to(self.device)]] = True
-                keep = keep.nonzero()[:, 0]
+                keep = keep_visual_rows(frame, kept, length)
                 hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
                 mask = self._causal_mask(hidden.shape[1])
             if prune_at is not None and index == prune_at - 1:

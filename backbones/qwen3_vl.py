@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from backbones.base import Prefill, Prepared
-from backbones.decoder import _bind, _check_frames, _offset_cache
+from backbones.decoder import _bind, _check_frames, _offset_cache, keep_visual_rows
 from backbones.qwen2_5_vl import Qwen25VLAdapter
 from compressors.fastv import keep_indices
 
@@ -194,7 +194,7 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         mask = self._causal_mask(length)
         for index, layer in enumerate(self._lm.layers):
             if index == prune_at:
-                keep = _keep_visual_rows(visual_rows, kept, hidden.shape[1])
+                keep = keep_visual_rows(visual_rows, kept, hidden.shape[1])
                 hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
                 deep = deep[:, kept]
                 visual_rows = torch.searchsorted(keep, visual_rows[kept])
@@ -213,12 +213,3 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
             visual_start=int(visual_rows.min()) if len(visual_rows) else 0, kept=kept,
             attention=attention, cache=kv,
         )
-
-
-def _keep_visual_rows(visual_rows: Tensor, kept: Tensor, length: int) -> Tensor:
-    """Sorted rows kept from FastV's layer K on: every text row and the kept visual rows."""
-    keep = torch.ones(length, dtype=torch.bool, device=visual_rows.device)
-    keep[visual_rows] = False
-    keep[visual_rows[kept.to(visual_rows.device)]] = True
-    return keep.nonzero().flatten()
-

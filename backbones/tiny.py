@@ -273,8 +273,7 @@ def build_qwen2_5_vl(
     tokens_per_second: M-RoPE temporal ids per second of video (the 7B's 2).
     frame_tokens: the processor's (min, max) merged tokens per frame (lmms-eval's 256, 2048).
     """
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + list(QWEN_VL_TOKENS)}
     head_dim = hidden_size // heads
@@ -298,20 +297,8 @@ def build_qwen2_5_vl(
         "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
     }
-    config = Qwen2_5_VLConfig(
-        vision_config=vision, text_config=text, image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    with torch.no_grad():  # vision weights at the same scale as the LLM's
-        for name, param in model.model.visual.named_parameters():
-            if name.endswith("weight") and param.dim() >= 2:
-                param.normal_(0.0, initializer_range)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
-    )
+    model = _qwen_vl_model(Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, ids, vision,
+                           text, seed, initializer_range)
     return model, _qwen_processor(tokenizer, patch_size, frame_tokens)
 
 
@@ -369,8 +356,7 @@ def build_qwen3_vl(
 ) -> tuple[Any, Any]:
     """A freshly initialised `Qwen3VLForConditionalGeneration` around `tokenizer` and its
     processor -> (model, processor). Seeded: same seed, same weights."""
-    import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + list(QWEN_VL_TOKENS)}
     head_dim = hidden_size // heads
@@ -393,13 +379,25 @@ def build_qwen3_vl(
         "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
     }
-    config = Qwen3VLConfig(
+    model = _qwen_vl_model(Qwen3VLConfig, Qwen3VLForConditionalGeneration, ids, vision, text,
+                           seed, initializer_range)
+    return model, _qwen3_processor(tokenizer, patch_size)
+
+
+def _qwen_vl_model(config_class: Any, model_class: Any, ids: dict[str, int], vision: dict,
+                   text: dict, seed: int, initializer_range: float) -> Any:
+    """A seeded Qwen-VL model of `config_class` / `model_class` with the vision tower's
+    matrices drawn at the LLM's scale and greedy generation ending at <|im_end|>."""
+    import torch
+    from transformers import GenerationConfig
+
+    config = config_class(
         vision_config=vision, text_config=text, image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     with torch.no_grad():  # vision weights at the same scale as the LLM's
         for name, param in model.model.visual.named_parameters():
             if name.endswith("weight") and param.dim() >= 2:
@@ -407,7 +405,7 @@ def build_qwen3_vl(
     model.generation_config = GenerationConfig(
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
     )
-    return model, _qwen3_processor(tokenizer, patch_size)
+    return model
 
 
 def _qwen3_processor(tokenizer: Any, patch_size: int) -> Any:

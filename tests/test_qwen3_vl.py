@@ -144,3 +144,36 @@ def test_fastv_prunes_the_deepstack_rows_with_the_tokens(llm, frames, retention)
     assert pre.kept.numel() == budget
     token = int(pre.logits.argmax())
     assert torch.isfinite(llm.step(token, pre.length, pre.cache)).all()
+
+
+@pytest.mark.parametrize(("layer_k", "retention"), [(1, 0.25), (3, 0.5)])
+def test_fastv_dropping_equals_masking(llm, frames, layer_k, retention):
+    """FastV by dropping equals keeping every row and masking the dropped visual tokens out of
+    the keys of layers >= K, with the full sequence's M-RoPE ids and the DeepStack features
+    added to every visual row after layers 0..L-1 (K = 1: pruned rows still get theirs)."""
+    prepared = llm.prepare(frames, compressors.build("fastv", retention=retention, layer=layer_k))
+    pre = llm.prefill(prepared, PROMPT, cache=False)
+    _, tokens, deep = _model_features(llm, frames)
+    ids, full = llm.full_sequence(prepared, PROMPT)
+    pads = (ids == llm._video_id).nonzero().flatten()
+    lm = llm.model.model.language_model
+    embeds = lm.embed_tokens(ids)
+    embeds[pads] = tokens
+    length = embeds.shape[0]
+    causal = torch.full((length, length), float("-inf")).triu(1)
+    dropped = torch.ones(len(pads), dtype=torch.bool)
+    dropped[pre.kept] = False
+    pruned = causal.clone()
+    pruned[:, pads[dropped]] = float("-inf")
+    rotary = lm.rotary_emb(embeds[None], full[:, None])
+    hidden = embeds[None]
+    with torch.inference_mode():
+        for index, layer in enumerate(lm.layers):
+            mask = causal if index < layer_k else pruned
+            hidden = layer(hidden, attention_mask=mask[None, None], position_embeddings=rotary)
+            if index < len(deep):
+                hidden = hidden.clone()
+                hidden[0, pads] += deep[index]
+        oracle = llm.model.lm_head(lm.norm(hidden[:, -1])).float()[0, : llm.vocab_size]
+    torch.testing.assert_close(pre.logits, oracle, atol=1e-5, rtol=1e-5)
+    assert (pre.logits - llm.prefill(llm.prepare(frames), PROMPT).logits).abs().max() > 1e-4
