@@ -163,7 +163,8 @@ def align(records: pd.DataFrame) -> pd.DataFrame:
     number of its own. Paper: each column with a benchmark (relative and FLOPs columns are not
     benchmarks and are left out). Rows of failed runs are kept with their status.
     """
-    columns = [*RUN_COLUMNS, "benchmark", "score", "stderr", "prefill_flops", "flops_ratio",
+    columns = [*RUN_COLUMNS, "fidelity", "official_code", "benchmark", "score", "stderr",
+               "prefill_flops", "flops_ratio",
                "achieved_retention_mean", "tokens_visual", "llm_layers", "llm_hidden", "llm_ffn",
                "max_frames"]
     if records.empty:

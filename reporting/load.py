@@ -39,8 +39,8 @@ __all__ = ["COLUMNS", "Loaded", "canonical_params", "load_records", "read_folder
 log = logging.getLogger("scissorbench.report")
 
 COLUMNS = [
-    "key", "source", "status", "ok", "error", "table", "model", "method", "params", "label",
-    "seed", "limit", "target_retention", "retention", "achieved_retention_mean",
+    "key", "source", "status", "ok", "error", "table", "model", "method", "fidelity",
+    "official_code", "params", "label", "seed", "limit", "target_retention", "retention", "achieved_retention_mean",
     "achieved_retention_min", "achieved_retention_max", "task", "metric", "value", "stderr",
     "prefill_flops", "flops_ratio", "tokens_visual", "tokens_fed", "samples", "failed",
     "peak_memory_bytes", "llm_layers", "llm_hidden", "llm_ffn", "max_frames", "duration_s",
@@ -141,6 +141,13 @@ def _get(mapping: Any, *path: str) -> Any:
     return mapping
 
 
+def _official_code(provenance: Any) -> str | None:
+    """"owner/name@commit8" of a record's provenance; None when it names no official code."""
+    if not isinstance(provenance, Mapping) or not provenance.get("repo"):
+        return None
+    return f"{provenance['repo']}@{str(provenance.get('commit', ''))[:8]}"
+
+
 def _rows(record: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
     settings = record.get("settings") or {}
     method = _get(settings, "compressor", "name")
@@ -163,6 +170,8 @@ def _rows(record: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
         "table": _get(record, "versions", "table"),
         "model": _get(settings, "model", "name"),
         "method": method,
+        "fidelity": _get(record, "provenance", "fidelity"),
+        "official_code": _official_code(record.get("provenance")),
         "params": canonical_params(_get(settings, "compressor", "params")),
         "seed": settings.get("seed"),
         "limit": settings.get("limit"),

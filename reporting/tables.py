@@ -71,14 +71,17 @@ _GROUP = ["source", "model", "method", "label", "retention", "benchmark"]
 
 def summarize(aligned: pd.DataFrame) -> pd.DataFrame:
     """Mean score over seeds of finished runs per (source, model, label, retention, benchmark),
-    with `seeds` (how many runs), `prefill_flops` (mean) and `relative` (% of full)."""
+    with `seeds` (how many runs), `prefill_flops` (mean), `relative` (% of full) and the
+    method's `fidelity` to its official code as its records state it."""
     ok = aligned[(aligned["status"] == "finished") & aligned["score"].notna()]
     if ok.empty:
         return pd.DataFrame(columns=[*_GROUP, "score", "stderr", "seeds", "prefill_flops",
-                                     "relative"])
+                                     "relative", "fidelity"])
+    if "fidelity" not in ok.columns:
+        ok = ok.assign(fidelity=None)
     summary = (ok.groupby(_GROUP, dropna=False)
                .agg(score=("score", "mean"), stderr=("stderr", "mean"), seeds=("score", "size"),
-                    prefill_flops=("prefill_flops", "mean"))
+                    prefill_flops=("prefill_flops", "mean"), fidelity=("fidelity", "first"))
                .reset_index())
     full = (summary[summary["method"] == "none"]
             .groupby(["source", "model", "benchmark"])["score"].mean().rename("full"))
@@ -156,7 +159,7 @@ def leaderboard(aligned: pd.DataFrame, benchmark: str, model: str | None = None,
     rows = rows[rows["benchmark"] == benchmark]
     board = rows.assign(retention=rows["retention"].map(pct),
                         prefill_tflops=rows["prefill_flops"] / 1e12)
-    board = board[["label", "retention", "score", "stderr", "relative", "seeds",
+    board = board[["label", "fidelity", "retention", "score", "stderr", "relative", "seeds",
                    "prefill_tflops"]].rename(columns={"label": "method",
                                                       "relative": "% of full"})
     return board.sort_values("score", ascending=False).reset_index(drop=True)

@@ -357,7 +357,15 @@ def _record(run: Run, results: dict | None, samples: list[dict], error: str | No
         },
         "peak_memory_bytes": max(peaks) if peaks else None,
         "resolved": {name: _only(ok, name) for name in ("dtype", "preprocess", "positions")},
+        "provenance": _provenance(run.settings["compressor"]["name"]),
     }
+
+
+def _provenance(name: str) -> dict[str, str] | None:
+    """What the compressor follows (registry: fidelity, repository, commit, file, note)."""
+    import compressors
+
+    return compressors.provenance(name) if name in compressors.available() else None
 
 
 def _only(rows: list[dict[str, Any]], field: str) -> Any:

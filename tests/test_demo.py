@@ -61,6 +61,14 @@ def test_demo_writes_leaderboard_figure_and_report(demo_dir):
     assert (demo_dir / "report" / "report.html").is_file()
     records = [json.loads(p.read_text()) for p in (demo_dir / "runs").glob("*.json")]
     assert len(records) == 3 and {r["status"] for r in records} == {"finished"}
+    # every record says what its method follows; the leaderboard shows it
+    import compressors
+
+    for record in records:
+        name = record["settings"]["compressor"]["name"]
+        assert record["provenance"] == compressors.provenance(name)
+    fidelity = dict(zip(board["method"], board["fidelity"], strict=True))
+    assert fidelity == {"none": "baseline", "random": "baseline", "scc": "variant"}
     assert {r["samples"]["count"] for r in records} == {14}
 
 
