@@ -237,6 +237,34 @@ def test_fastv_drops_frame_tokens_only(llm):
     assert acc.achieved_retention == 0.5
 
 
+@pytest.mark.parametrize(("layer_k", "retention"), [(1, 0.5), (1, 0.25)])
+def test_fastv_dropping_equals_masking(llm, layer_k, retention):
+    """FastV by dropping frame tokens equals keeping every row (newlines included) and masking
+    the dropped frame tokens out of the keys of layers >= K, positions unchanged."""
+    prepared = llm.prepare(_frames(), compressors.build("fastv", retention=retention,
+                                                        layer=layer_k))
+    pre = llm.prefill(prepared, QUESTION, cache=False)
+    embeds, start = llm.prompt_embeddings(prepared, QUESTION)
+    positions, _ = llm.position_ids(prepared, start, embeds.shape[1])
+    lm = llm.model.model.language_model
+    rotary = lm.rotary_emb(embeds, positions)
+    frame_slots = torch.tensor([start + f * 6 + r * 3 + c for f in range(3) for r in range(2)
+                                for c in range(2)])
+    length = embeds.shape[1]
+    causal = torch.full((length, length), float("-inf")).triu(1)
+    dropped = torch.ones(len(frame_slots), dtype=torch.bool)
+    dropped[pre.kept] = False
+    pruned = causal.clone()
+    pruned[:, frame_slots[dropped]] = float("-inf")
+    hidden = embeds
+    with torch.inference_mode():
+        for index, layer in enumerate(lm.layers):
+            mask = causal if index < layer_k else pruned
+            hidden = layer(hidden, attention_mask=mask[None, None], position_embeddings=rotary)
+        oracle = llm.model.lm_head(lm.norm(hidden[:, -1])).float()[0, : llm.vocab_size]
+    torch.testing.assert_close(pre.logits, oracle, atol=1e-5, rtol=1e-5)
+
+
 def test_grid_layout_by_hand():
     layout = grid_layout(torch.tensor([0, 1, 2, 8, 9, 11]), (2, 2), 3)
     assert layout.token_offset.tolist() == [0, 1, 3, 5, 6, 8]
