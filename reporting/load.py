@@ -40,7 +40,8 @@ log = logging.getLogger("scissorbench.report")
 
 COLUMNS = [
     "key", "source", "status", "ok", "error", "table", "model", "method", "fidelity",
-    "official_code", "params", "label", "seed", "limit", "target_retention", "retention", "achieved_retention_mean",
+    "official_code", "params", "label", "seed", "limit", "target_retention", "retention",
+    "achieved_retention_mean",
     "achieved_retention_min", "achieved_retention_max", "task", "metric", "value", "stderr",
     "prefill_flops", "flops_ratio", "tokens_visual", "tokens_fed", "samples", "failed",
     "peak_memory_bytes", "llm_layers", "llm_hidden", "llm_ffn", "max_frames", "duration_s",

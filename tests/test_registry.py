@@ -188,3 +188,17 @@ def test_a_reference_must_name_a_repository_and_commit():
         compressors.Reference("a/b", "abc", "f.py")
     with pytest.raises(ValueError, match="names no reference"):
         compressors.register("nowhere", fidelity="official")(lambda video, **kw: None)
+
+
+def test_readme_method_table_states_each_methods_provenance():
+    """The README's method table names every registered method with the registry's fidelity
+    and the commit it follows."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[2:4]
+            for line in readme.splitlines() if line.startswith("| `")}
+    for name in compressors.available():
+        assert name in rows, f"README method table lacks {name}"
+        fidelity, source = (cell.strip() for cell in rows[name])
+        p = compressors.provenance(name)
+        assert fidelity.split()[0] == p["fidelity"], name
+        assert (p["commit"][:8] in source) if p["commit"] else source == "-", name
