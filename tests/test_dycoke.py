@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import compressors
 import compressors.dycoke  # noqa: F401  (registers "dycoke")
@@ -225,13 +224,6 @@ def test_tiny_videos_degrade_gracefully(frames, dtype):
             assert out.assignment.min() >= -1 and out.assignment.max() < out.num_output
 
 
-def test_config_mirrors_the_defaults():
-    config = yaml.safe_load(CONFIG.read_text())
-    assert config.pop("_target_") == "compressors.build" and config.pop("name") == "dycoke"
-    defaults = compressors.defaults("dycoke")
-    defaults.pop("retention")
-    assert config == defaults
-
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -265,11 +257,5 @@ def test_bad_parameters_fail_at_build(params, match):
 
 def test_bad_videos_fail_before_compressing():
     c = compressors.build("dycoke", retention=0.5)
-    with pytest.raises(ValueError, match=r"\[T, N, D\]"):
-        c(torch.randn(16, 8))
-    nan = torch.randn(2, 4, 3)
-    nan[1, 2, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        c(nan)
     with pytest.raises(ValueError, match="grid"):
         c(torch.randn(2, 4, 3), grid=(3, 3))

