@@ -11,7 +11,9 @@ its lock, `<results_dir>/.locks/<key>.lock` (`lock`), so concurrent sweeps share
 
 Reading survives any file: one that is not a readable schema-1 record (`records.schema`) is
 skipped with a warning naming it and why (`has` counts it as absent, so its run is recomputed),
-and two files holding the same key are never both used (`deduplicate`).
+and two files holding the same key are never both used (`deduplicate`). Folders written on
+several machines merge into one (`merge`, `scissorbench merge`): a key is kept once, and a
+conflicting record is reported, never silently overwritten.
 """
 
 from __future__ import annotations
@@ -237,3 +239,50 @@ def _rank(entry: tuple[Path, dict[str, Any]], key: str) -> tuple[bool, str]:
     """Which copy of `key` `deduplicate` keeps: the highest rank, the first of equal ones."""
     path, record = entry
     return path.name == f"{key}.json", record.get("finished_at") or ""
+
+
+@dataclass
+class Merge:
+    """What `merge` did: records copied into the target, records the target already held
+    identically (kept once), and conflicts (same key, different record), never overwritten."""
+
+    copied: list[str] = field(default_factory=list)
+    same: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, Path, Path, list[str]]] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        """One line per conflict: the key, both files and the fields that differ."""
+        return [f"{key}: {source} differs from {target} in {', '.join(fields)}; kept {target}"
+                for key, source, target, fields in self.conflicts]
+
+
+def merge(sources: Iterable[str | os.PathLike[str]], target: str | os.PathLike[str]) -> Merge:
+    """Merge the records of several results folders (runs from several machines) into
+    `target`. A key the target lacks is copied (written atomically); the same key with an
+    equal record is kept once; the same key with a different record (another machine computed
+    the run and got other numbers, or one failed) is a conflict, reported and never
+    overwritten: the target keeps its own. Files that are not records are skipped with a
+    warning, as everywhere."""
+    into = ResultsStore(target)
+    report = Merge()
+    for source in sources:
+        kept, _ = deduplicate(ResultsStore(source).scan().records)
+        for path, record in kept:
+            key = record["key"]
+            try:
+                held = into.read(key)
+            except FileNotFoundError:
+                held = None
+            except MalformedRecord as err:  # an unreadable file is not silently replaced
+                report.conflicts.append((key, path, err.path, ["unreadable target"]))
+                continue
+            if held is None:
+                body = {k: v for k, v in record.items() if k not in ("schema_version", "key")}
+                into.write(key, body)
+                report.copied.append(key)
+            elif held == record:
+                report.same.append(key)
+            else:
+                fields = sorted(k for k in set(held) | set(record) if held.get(k) != record.get(k))
+                report.conflicts.append((key, path, into.path(key), fields))
+    return report

@@ -284,6 +284,28 @@ def reference(argv: list[str]) -> int:
     return command(argv)
 
 
+def merge(argv: list[str]) -> int:
+    """Merge results folders (e.g. one per machine) into one; conflicts are reported, never
+    overwritten (exit 1)."""
+    parser = _subparser("merge", merge)
+    parser.add_argument("sources", nargs="+", type=Path, help="results folders to merge from")
+    parser.add_argument("--into", type=Path, required=True, help="the results folder to fill")
+    args = parser.parse_args(argv)
+    missing = [str(s) for s in args.sources if not s.is_dir()]
+    if missing:
+        print(f"scissorbench merge: error: no such results folder: {', '.join(missing)}",
+              file=sys.stderr)
+        return 2
+    from records.store import merge as merge_stores
+
+    done = merge_stores(args.sources, args.into)
+    print(f"[merge] {len(done.copied)} copied, {len(done.same)} already there, "
+          f"{len(done.conflicts)} conflicting into {args.into}")
+    for line in done.describe():
+        print(f"[merge] conflict {line}", file=sys.stderr)
+    return 1 if done.conflicts else 0
+
+
 def lmms_eval(argv: list[str]) -> int:
     """Run lmms-eval's CLI (same arguments) and exit non-zero when the evaluation failed.
 
@@ -314,6 +336,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "tiny-model": tiny_model,
     "train-micro": train_micro,
     "run": run,
+    "merge": merge,
     "lmms-eval": lmms_eval,
 }
 
