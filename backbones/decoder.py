@@ -27,7 +27,14 @@ import torch
 from torch import Tensor
 
 import compressors
-from backbones.base import Accounting, Prefill, Prepared, VideoLLM, check_positions
+from backbones.base import (
+    Accounting,
+    Prefill,
+    Prepared,
+    VideoLLM,
+    check_positions,
+    representatives,
+)
 
 __all__ = ["DecoderAdapter"]
 
@@ -154,6 +161,26 @@ class DecoderAdapter(VideoLLM):
                              "compressor needs")
         signals = {n: s.to(self.device) for n, s in signals.items() if s is not None}
         return video.to(self.device, self.dtype), signals
+
+    def _compress(self, compressor: Any, video: Tensor, grid: tuple[int, int] | None,
+                  signals: dict[str, Tensor] | Tensor | None
+                  ) -> tuple[Tensor, dict[str, int] | None, dict[str, Any], Tensor]:
+        """What `prepare` hands the LLM for features [T, N, D]: (visual tokens [V, D], the
+        in-LLM plan or None, the compression's info with its achieved retention, the input
+        token whose position each fed token takes [V]). The full model and in-LLM methods
+        feed every token; a pre-LLM method gets its signals and the grid."""
+        n_v = video.shape[0] * video.shape[1]
+        if compressor is None:
+            return video.reshape(n_v, -1), None, {"achieved_retention": 1.0}, torch.arange(n_v)
+        if compressor.stage == "in_llm":
+            plan = self._in_llm_plan(compressor, n_v)
+            info = {"achieved_retention": plan["budget"] / n_v, "layer": plan["layer"]}
+            return video.reshape(n_v, -1), plan, info, torch.arange(n_v)
+        result = compressor(video, grid=grid, **self._signals(compressor, signals, video))
+        index = representatives(result.kept, result.assignment, result.num_output,
+                                result.representative)
+        info = {**result.info, "achieved_retention": result.achieved_retention}
+        return result.tokens.to(self.dtype), None, info, index
 
     def _signals(self, compressor: Any, available: dict[str, Tensor] | Tensor | None,
                  video: Tensor | None = None) -> dict[str, Tensor]:

@@ -85,7 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backbones.base import Prefill, Prepared, representatives
+from backbones.base import Prefill, Prepared
 from backbones.decoder import (
     DecoderAdapter,
     _bind,
@@ -186,20 +186,7 @@ class LlavaOnevisionAdapter(DecoderAdapter):
 
         started = _now(self.device)
         n_v = num_frames * self.tokens_per_frame
-        in_llm, index = None, torch.arange(n_v)
-        info: dict[str, Any] = {"achieved_retention": 1.0}
-        if compressor is None:
-            visual = video.reshape(n_v, -1)
-        elif compressor.stage == "in_llm":
-            in_llm = self._in_llm_plan(compressor, n_v)
-            visual = video.reshape(n_v, -1)
-            info = {"achieved_retention": in_llm["budget"] / n_v, "layer": in_llm["layer"]}
-        else:
-            result = compressor(video, grid=self.grid, **self._signals(compressor, signals))
-            visual = result.tokens.to(self.dtype)
-            index = representatives(result.kept, result.assignment, result.num_output,
-                                    result.representative)
-            info = {**result.info, "achieved_retention": result.achieved_retention}
+        visual, in_llm, info, index = self._compress(compressor, video, self.grid, signals)
         compress = _now(self.device) - started
         return Prepared(
             visual=visual,

@@ -283,19 +283,7 @@ class Qwen25VLAdapter(DecoderAdapter):
 
         started = _now(self.device)
         n_v = t * h * w
-        in_llm, info, index = None, {"achieved_retention": 1.0}, torch.arange(n_v)
-        if compressor is None:
-            visual = video.reshape(n_v, dim)
-        elif compressor.stage == "in_llm":
-            in_llm = self._in_llm_plan(compressor, n_v)
-            visual = video.reshape(n_v, dim)
-            info = {"achieved_retention": in_llm["budget"] / n_v, "layer": in_llm["layer"]}
-        else:
-            result = compressor(video, grid=(h, w), **self._signals(compressor, signals, video))
-            visual = result.tokens.to(self.dtype)
-            index = representatives(result.kept, result.assignment, result.num_output,
-                                    result.representative)
-            info = {**result.info, "achieved_retention": result.achieved_retention}
+        visual, in_llm, info, index = self._compress(compressor, video, (h, w), signals)
         compress = _now(self.device) - started
         return Prepared(
             visual=visual, frames=t, visual_tokens=n_v, compressor=compressor, in_llm=in_llm,

@@ -287,16 +287,8 @@ def build_qwen2_5_vl(
         "tokens_per_second": tokens_per_second,
         "fullatt_block_indexes": [vision_layers - 1], "initializer_range": initializer_range,
     }
-    text = {
-        "vocab_size": len(tokenizer), "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size, "num_hidden_layers": llm_layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-        "max_position_embeddings": 4096, "initializer_range": initializer_range,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                            "mrope_section": mrope},
-        "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
-    }
+    text = _qwen_text(len(tokenizer), ids, hidden_size, intermediate_size, llm_layers, heads,
+                      kv_heads, initializer_range, {"mrope_section": mrope})
     model = _qwen_vl_model(Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, ids, vision,
                            text, seed, initializer_range)
     return model, _qwen_processor(tokenizer, patch_size, frame_tokens)
@@ -308,11 +300,7 @@ def _qwen_processor(tokenizer: Any, patch_size: int,
     tokens per frame (`write_tiny_qwen2_5_vl`)."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    unit = (patch_size * 2) ** 2  # pixels of one merged token
-    common = {
-        "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2,
-        "size": {"shortest_edge": frame_tokens[0] * unit, "longest_edge": frame_tokens[1] * unit},
-    }
+    common = _qwen_processor_settings(patch_size, frame_tokens)
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),
@@ -369,19 +357,38 @@ def build_qwen3_vl(
         "out_hidden_size": hidden_size, "num_position_embeddings": 256,
         "deepstack_visual_indexes": list(deepstack), "initializer_range": initializer_range,
     }
-    text = {
-        "vocab_size": len(tokenizer), "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size, "num_hidden_layers": llm_layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-        "max_position_embeddings": 4096, "initializer_range": initializer_range,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                            "mrope_section": mrope, "mrope_interleaved": True},
-        "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
-    }
+    text = _qwen_text(len(tokenizer), ids, hidden_size, intermediate_size, llm_layers, heads,
+                      kv_heads, initializer_range,
+                      {"mrope_section": mrope, "mrope_interleaved": True}, head_dim=head_dim)
     model = _qwen_vl_model(Qwen3VLConfig, Qwen3VLForConditionalGeneration, ids, vision, text,
                            seed, initializer_range)
     return model, _qwen3_processor(tokenizer, patch_size)
+
+
+def _qwen_text(vocab_size: int, ids: dict[str, int], hidden_size: int, intermediate_size: int,
+               llm_layers: int, heads: int, kv_heads: int, initializer_range: float,
+               rope: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The text-model config both tiny Qwen-VL builders share: a 4096-position decoder with
+    default RoPE (theta 1e4) plus `rope`'s M-RoPE keys, untied head, <|im_end|> to stop."""
+    return {
+        "vocab_size": vocab_size, "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size, "num_hidden_layers": llm_layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, **extra,
+        "max_position_embeddings": 4096, "initializer_range": initializer_range,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, **rope},
+        "bos_token_id": None, "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False,
+    }
+
+
+def _qwen_processor_settings(patch_size: int, frame_tokens: tuple[int, int]) -> dict[str, Any]:
+    """Image / video processor settings at `patch_size`: 2x2 merge, temporal patch 2, pixel
+    bounds of `frame_tokens` (min, max) merged tokens per frame."""
+    unit = (patch_size * 2) ** 2  # pixels of one merged token
+    return {
+        "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2,
+        "size": {"shortest_edge": frame_tokens[0] * unit, "longest_edge": frame_tokens[1] * unit},
+    }
 
 
 def _qwen_vl_model(config_class: Any, model_class: Any, ids: dict[str, int], vision: dict,
@@ -412,11 +419,7 @@ def _qwen3_processor(tokenizer: Any, patch_size: int) -> Any:
     """Qwen3-VL's processor at the tiny patch size; pixel bounds as `_qwen_processor`."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-    unit = (patch_size * 2) ** 2
-    common = {
-        "patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2,
-        "size": {"shortest_edge": 256 * unit, "longest_edge": 2048 * unit},
-    }
+    common = _qwen_processor_settings(patch_size, (256, 2048))
     return Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen3VLVideoProcessor(**common),
