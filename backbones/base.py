@@ -48,6 +48,8 @@ class Accounting:
                         process's maximum resident set size.
     generated_tokens:   new tokens decoded (0 for loglikelihood).
     scored_tokens:      loglikelihood: continuation tokens whose log-probabilities were summed.
+    first_logits_at:    the host's time.perf_counter() once the first token's logits were
+                        ready (the harness measures time to first token from it); None if unset.
     """
 
     visual_tokens: int
@@ -58,6 +60,7 @@ class Accounting:
     peak_memory_bytes: int
     generated_tokens: int = 0
     scored_tokens: int = 0
+    first_logits_at: float | None = None
 
     @property
     def text_tokens(self) -> int:

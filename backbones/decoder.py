@@ -20,6 +20,7 @@ import math
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -280,11 +281,16 @@ class DecoderAdapter(VideoLLM):
         until: list[str] | None = None,
     ) -> tuple[str, Accounting]:
         """Greedy decoding with the KV cache; stops at an end-of-turn token, after
-        `max_new_tokens`, or at the first `until` string (which is cut off the answer)."""
+        `max_new_tokens`, or at the first `until` string (which is cut off the answer).
+
+        The accounting's `first_logits_at` is the host's `time.perf_counter()` once the first
+        token's logits are computed: a caller that read the clock when the request began
+        (before its video was decoded) measures the time to first token from it."""
         until = [s for s in (until or []) if s]
         started = _now(self.device)
         pre = self.prefill(prepared, prompt)
         prefill = _now(self.device) - started
+        first_logits_at = time.perf_counter()  # `_now` waited for the prefill's logits
 
         started = _now(self.device)
         tokens: list[int] = []
@@ -303,12 +309,15 @@ class DecoderAdapter(VideoLLM):
         cut = [text.index(s) for s in until if s in text]
         text = text[: min(cut)] if cut else text
         decode = _now(self.device) - started
-        return text, self._accounting(prepared, pre, prefill, decode, generated=len(tokens))
+        acc = self._accounting(prepared, pre, prefill, decode, generated=len(tokens))
+        acc.first_logits_at = first_logits_at
+        return text, acc
 
     def loglikelihood(
         self, prepared: Prepared, context: str, continuation: str
     ) -> tuple[float, bool, Accounting]:
-        """(sum of log p(continuation tokens | video, context), all tokens greedy) + accounting."""
+        """(sum of log p(continuation tokens | video, context), all tokens greedy) + accounting
+        (`first_logits_at`: as `generate`, when the first scored token's logits were ready)."""
         after_text = self.split_prompt(context)[1]
         after, tail = self.encode_text(after_text), self.encode_text(after_text + continuation)
         if tail[: len(after)] == after and len(tail) > len(after):
@@ -321,6 +330,7 @@ class DecoderAdapter(VideoLLM):
         started = _now(self.device)
         pre = self.prefill(prepared, context)
         prefill = _now(self.device) - started
+        first_logits_at = time.perf_counter()  # the first scored token's logits are ready
         started = _now(self.device)
         logprob, greedy = 0.0, True
         logits, position = pre.logits, pre.length
@@ -333,6 +343,7 @@ class DecoderAdapter(VideoLLM):
         decode = _now(self.device) - started
         acc = self._accounting(prepared, pre, prefill, decode, generated=0)
         acc.scored_tokens = len(target)
+        acc.first_logits_at = first_logits_at
         return logprob, greedy, acc
 
     def _decode(self, tokens: list[int]) -> str:
@@ -416,10 +427,68 @@ def _bind(compressor: Any, retention: float | None) -> Any:
 
 
 def _now(device: torch.device) -> float:
-    """perf_counter after the device has finished its queued work."""
+    """A stage clock in seconds, read once the device has finished its queued work; only the
+    difference of two readings on one device means anything (a stage's time).
+
+    CPU: `time.perf_counter`. CUDA: the device's CUDA-event timeline (`_EventClock`), so a
+    stage's time is the `elapsed_time` between CUDA events recorded at its two ends, the time
+    the device's stream took; the host still waits at each end (a stage's float is needed at
+    once), so stages never overlap and a host-clock interval around them (TTFT) spans them."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        return _event_clock(device).now()
     return time.perf_counter()
+
+
+_REANCHOR_S = 10.0
+"""How far the event clock reads from its anchor before moving it: CUDA gives elapsed times
+as float32 milliseconds, whose resolution at 10 s is 1 us (at one hour, 0.25 ms)."""
+
+
+class _EventClock:
+    """Seconds on one CUDA stream's timeline, read from CUDA events.
+
+    `now()` records an event (`record`: a callable returning a freshly recorded event), waits
+    for it and returns the anchor event's reading plus the elapsed time from the anchor, so
+    the difference of two readings is the elapsed time between their two events, to the
+    float32 resolution of an elapsed time under `_REANCHOR_S` (1 us). The anchor moves to the
+    newest event once that is `_REANCHOR_S` away, taking its reading with it, so differences
+    across a move are kept."""
+
+    def __init__(self, record: Callable[[], Any]) -> None:
+        self._record = record
+        self._anchor: Any = None
+        self._anchor_s = 0.0
+
+    def now(self) -> float:
+        event = self._record()
+        event.synchronize()
+        if self._anchor is None:
+            self._anchor = event
+            return self._anchor_s
+        elapsed = self._anchor.elapsed_time(event) / 1000.0  # milliseconds -> seconds
+        if elapsed < _REANCHOR_S:
+            return self._anchor_s + elapsed
+        self._anchor, self._anchor_s = event, self._anchor_s + elapsed
+        return self._anchor_s
+
+
+_EVENT_CLOCKS: dict[torch.device, _EventClock] = {}
+
+
+def _event_clock(device: torch.device) -> _EventClock:
+    """The event clock of a CUDA device (one per device, on its current stream)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    device = torch.device("cuda", index)
+    if device not in _EVENT_CLOCKS:
+        _EVENT_CLOCKS[device] = _EventClock(functools.partial(_recorded_event, device))
+    return _EVENT_CLOCKS[device]
+
+
+def _recorded_event(device: torch.device) -> Any:
+    """A timing CUDA event recorded now on `device`'s current stream."""
+    event = torch.cuda.Event(enable_timing=True)
+    event.record(torch.cuda.current_stream(device))
+    return event
 
 
 def _peak_memory(device: torch.device) -> int:

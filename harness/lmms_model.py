@@ -35,7 +35,11 @@ request adds a record to `self.records` (and to `records_path`): doc id, task, v
 N_v, tokens fed, tokens per decoder layer, achieved retention, prefill FLOPs and their ratio to
 the uncompressed model (`harness.flops`, FastV convention over the real sequence, text
 included; `prefill_flops_ratio_visual` counts visual tokens only, the paper's Table 5
-convention), timings (video_decode, vision, compress, prefill, decode), peak memory and error.
+convention), timings (video_decode, vision, compress, prefill, decode, the adapter's stages
+timed by CUDA events on CUDA, `backbones.decoder._now`; and ttft, the time to first token,
+measured on the host clock from the request's start, before its video is decoded, to the first
+token's logits: about video_decode + vision + compress + prefill, which it spans), peak memory
+and error.
 A video that cannot be read (or a visual form it does not read, e.g. a dict) gives that
 request an error record (its reason), an empty answer (generate_until) or an infinite loss
 (loglikelihood); the run goes on, with the feature cache on too (a missing file is a cache
@@ -227,6 +231,15 @@ def _counts_of(record: dict[str, Any]) -> VisualTokenCounts:
         visual_tokens_fed=int(record["visual_tokens_fed"]),
         achieved_retention=float(record["achieved_retention"]),
     )
+
+
+def _ttft(acc: Any, requested: float) -> dict[str, float]:
+    """{"ttft": seconds}, the time to first token measured on the host clock (not a sum of
+    stages): from `requested` (`time.perf_counter()` before the request's video is decoded) to
+    the adapter's `first_logits_at` (its first token's logits computed); {} when the adapter
+    does not say when that was."""
+    ready = getattr(acc, "first_logits_at", None)
+    return {} if ready is None else {"ttft": float(ready) - requested}
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -718,6 +731,7 @@ class ScissorBench(lmms):
             if done is not None:
                 results.append(GenerationResult(done["output"], _counts_of(done)))
                 continue
+            requested = time.perf_counter()  # the time to first token starts here
             try:
                 prepared, decode, path, _ = self._prepare(doc_to_visual, task, split, doc_id)
             except VideoError as err:
@@ -728,7 +742,7 @@ class ScissorBench(lmms):
             text = text.strip()  # as llava_onevision hands answers to the task's scorer
             base.update(
                 video=path,
-                timings={"video_decode": decode},
+                timings={"video_decode": decode, **_ttft(acc, requested)},
                 compression=_info(prepared),
                 output=text,
             )
@@ -766,6 +780,7 @@ class ScissorBench(lmms):
                 choice = Choice(float(done["output"]), bool(done["is_greedy"]))
                 results.append(GenerationResult(choice, _counts_of(done)))
                 continue
+            requested = time.perf_counter()  # the time to first token starts here
             try:
                 prepared, decode, path, reused = self._prepare(doc_to_visual, task, split, doc_id)
             except VideoError as err:
@@ -778,7 +793,7 @@ class ScissorBench(lmms):
             loss = -float(logprob) / tokens
             base.update(
                 video=path,
-                timings={"video_decode": decode},
+                timings={"video_decode": decode, **_ttft(acc, requested)},
                 compression=_info(prepared),
                 prepared_reused=reused,
                 output=loss,
