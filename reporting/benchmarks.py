@@ -37,6 +37,13 @@ Verified against lmms-eval 0.7.3 (`lmms_eval/tasks/<dir>/`, metric names from ea
   `_perception`, each `mmmu_acc` (`videommmu_aggregate_results`, instance-level accuracy, 0-1);
   no group aggregate. The overall number is the size-weighted mean; the three tracks have 300
   questions each, so the plain mean of the three.
+- `longvideobench/longvideobench_val_v.yaml`: `lvb_acc`, the instance-level accuracy
+  (`longvideobench_aggregate_results`, 0-1). `perceptiontest/val/perceptiontest_mc.yaml`:
+  `accuracy` (`perceptiontest_val_aggregate_accuracy`, correct / n, 0-1).
+  `video_detail_description/video_detail_description.yaml` (task `video_dc499`, the papers'
+  VideoDC): `gpt_eval_score` (mean judge score, 0-5). `videomme/videomme_w_subtitle.yaml`:
+  `videomme_perception_score` (0-100). VideoMME's short/medium/long columns exist in the papers
+  only: lmms-eval logs them, but records no metric for them.
 - ours, `tasks/synthetic_video_qa/*.yaml`: `synthetic_video_qa` and `synthetic_video_qa_mc`,
   `accuracy`, `aggregation: mean` (0-1); no paper column.
 
@@ -106,11 +113,23 @@ def _table() -> dict[str, Benchmark]:
                        parts=tuple(f"MVBench_{a}" for a in MVBENCH_SUBTASKS)))
     b += [
         Benchmark("EgoSchema", (("egoschema", "submission,none"),), 1.0, ("EgoSchema",)),
-        Benchmark("EgoSchema-subset", (("egoschema_subset", "score,none"),), 100.0),
+        Benchmark("EgoSchema-subset", (("egoschema_subset", "score,none"),), 100.0,
+                  ("EgoSchema_subset",)),
         Benchmark("MLVU", (("mlvu_dev", "mlvu_percetion_score,none"),), 1.0, ("MLVU",)),
         Benchmark("VideoMME", (("videomme", "videomme_perception_score,none"),), 1.0,
                   ("VideoMME",)),
+        Benchmark("VideoMME-subs", (("videomme_w_subtitle", "videomme_perception_score,none"),),
+                  1.0, ("VideoMME_wsubs",)),
+        Benchmark("LongVideoBench", (("longvideobench_val_v", "lvb_acc,none"),), 100.0,
+                  ("LongVideoBench",)),
+        Benchmark("PerceptionTest", (("perceptiontest_val_mc", "accuracy,none"),), 100.0,
+                  ("PerceptionTest",)),
+        Benchmark("VideoDC", (("video_dc499", "gpt_eval_score,none"),), 1.0, ("VideoDC",),
+                  unit="0-5"),
     ]
+    # lmms-eval's videomme logs no per-duration metric: the papers' columns only
+    b += [Benchmark(f"VideoMME_{d}", (), 1.0, (f"VideoMME_{d}",), headline=False)
+          for d in ("short", "medium", "long")]
     for track in _MMMU_TRACKS:
         b.append(Benchmark(f"VideoMMMU_{track}", ((f"video_mmmu_{track}", "mmmu_acc,none"),),
                            100.0, headline=False))
@@ -151,25 +170,31 @@ def headline() -> list[str]:
 
 
 # Columns that identify one run configuration; seeds are averaged over later, not here.
-RUN_COLUMNS = ["source", "table", "model", "method", "label", "params", "retention", "seed",
-               "key", "status"]
+RUN_COLUMNS = ["source", "paper", "table", "paper_method", "model", "positions", "method",
+               "label", "params", "retention", "seed", "key", "status"]
 
 
-def align(records: pd.DataFrame) -> pd.DataFrame:
+def align(records: pd.DataFrame, dedupe: bool = True) -> pd.DataFrame:
     """One row per (run, benchmark) with `score` (and `stderr`) in the paper's units.
 
     Ours: each (task, metric) found in `BENCHMARKS` sources, times the benchmark's scale; then
     derived benchmarks (`parts`) as the mean of their parts where a run has all of them and no
     number of its own. Paper: each column with a benchmark (relative and FLOPs columns are not
-    benchmarks and are left out). Rows of failed runs are kept with their status.
+    benchmarks and are left out). Rows of failed runs are kept with their status. `dedupe`
+    keeps a paper number printed in two tables of one paper once (for plots); without it every
+    table keeps its own rows (each table's cells against its own dense row).
     """
     columns = [*RUN_COLUMNS, "fidelity", "official_code", "benchmark", "score", "stderr",
-               "prefill_flops", "flops_ratio",
+               "prefill_flops", "flops_ratio", "tokens_fed", "lmms_eval", "transformers",
+               "torch", "git_commit", "lock",
                "achieved_retention_mean", "tokens_visual", "llm_layers", "llm_hidden", "llm_ffn",
                "max_frames"]
     if records.empty:
         return pd.DataFrame(columns=columns)
     df = records[records["metric"].notna()].copy()
+    for col in RUN_COLUMNS:  # a frame built by hand may lack the newer columns
+        if col not in df.columns:
+            df[col] = None
     bench, scale = [], []
     for source, task, metric in zip(df["source"], df["task"], df["metric"], strict=True):
         bm = _BY_PAPER_COLUMN.get(metric) if source == "paper" else _BY_SOURCE.get((task, metric))
@@ -181,9 +206,13 @@ def align(records: pd.DataFrame) -> pd.DataFrame:
     df = df[df["benchmark"].notna()]
     df = _derive(df)
     keep = [c for c in columns if c in df.columns]
-    # A paper number can appear in two tables (Table 4's SCC row repeats Tables 1-3): keep one.
-    ident = ["source", "model", "method", "params", "retention", "seed", "benchmark", "key"]
+    # A paper number can appear in two tables (Table 4's SCC row repeats Tables 1-3): keep one;
+    # a different number or frame count of the same setting in another table is kept.
+    ident = ["source", "paper", "model", "method", "params", "retention", "seed", "max_frames",
+             "benchmark", "score", "key"]
     out = df[keep].copy()
+    if not dedupe:
+        return out.reset_index(drop=True)
     paper = out["source"] == "paper"
     deduped = out[paper].drop_duplicates(subset=[c for c in ident if c != "key"])
     return pd.concat([out[~paper], deduped]).reset_index(drop=True)
@@ -191,7 +220,8 @@ def align(records: pd.DataFrame) -> pd.DataFrame:
 
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
     """Add derived benchmarks (mean of parts) per run configuration where missing."""
-    config = ["source", "table", "model", "method", "label", "params", "retention", "seed"]
+    config = ["source", "paper", "table", "paper_method", "model", "positions", "method",
+              "label", "params", "retention", "seed"]
     extra = []
     for bm in BENCHMARKS.values():
         if not bm.parts:

@@ -2,7 +2,9 @@
 
     scissorbench flops model=llava_ov_7b compressor=fastv retention=0.35 [frames=32] [layer=3]
     scissorbench report results_dir=results/runs output_dir=results/report [reference=true]
-    scissorbench reference [csv=...] [output_dir=results/reference]
+    scissorbench reference [papers=[fastvid,dycoke]] [papers_dir=results/papers]
+                           [output_dir=results/reference]
+    scissorbench leaderboard results_dir=results/demo output_dir=results/site [reference=true]
 
 Each command's settings are a structured config (dataclass) checked before anything runs: an
 unknown key, a wrong type or a missing required value fails in one line with exit code 2.
@@ -19,7 +21,8 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["FlopsConfig", "ReferenceConfig", "ReportConfig", "flops", "reference", "report"]
+__all__ = ["FlopsConfig", "LeaderboardConfig", "ReferenceConfig", "ReportConfig", "flops",
+           "leaderboard", "reference", "report"]
 
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -50,10 +53,21 @@ class ReportConfig:
 
 @dataclass
 class ReferenceConfig:
-    """Convert the paper's CSV into records in results/reference."""
+    """Convert the six papers' CSVs (results/papers/) into records in results/reference."""
 
-    csv: str = ""  # default: reporting.reference.DEFAULT_CSV
+    papers: list[str] | None = None  # default: all (scissor, fastvid, holitom, vidcom2, ...)
+    papers_dir: str = ""  # default: reporting.reference.PAPERS_DIR
     output_dir: str = ""  # default: reporting.reference.REFERENCE_DIR
+
+
+@dataclass
+class LeaderboardConfig:
+    """The static leaderboard site (opens from file://): ours beside the papers' references."""
+
+    results_dir: list[str] = MISSING  # folders of our records, or folders above them
+    output_dir: str = "results/site"
+    reference: bool = True  # add the six papers' records (results/reference)
+    reference_dir: str = ""  # default: the repository's results/reference
 
 
 class _UsageError(ValueError):
@@ -205,16 +219,58 @@ def report(argv: list[str]) -> int:
 
 
 def _reference(cfg: ReferenceConfig) -> int:
-    from reporting.reference import DEFAULT_CSV, REFERENCE_DIR, write_reference
+    import json
 
-    csv = Path(cfg.csv or DEFAULT_CSV)
-    if not csv.is_file():
-        raise _UsageError(f"paper CSV not found: {csv}")
-    paths = write_reference(cfg.output_dir or REFERENCE_DIR, csv)
-    print(f"[reference] {len(paths)} records in {cfg.output_dir or REFERENCE_DIR}")
+    from reporting.reference import PAPERS, PAPERS_DIR, REFERENCE_DIR, per_paper, write_reference
+
+    chosen = list(PAPERS) if cfg.papers is None else list(cfg.papers)
+    unknown = [p for p in chosen if p not in PAPERS]
+    if unknown:
+        raise _UsageError(f"unknown paper {unknown[0]!r}; choose from {sorted(PAPERS)}")
+    folder = Path(cfg.papers_dir or PAPERS_DIR)
+    for paper in chosen:
+        if not (folder / PAPERS[paper].csv).is_file():
+            raise _UsageError(f"paper CSV not found: {folder / PAPERS[paper].csv} (papers_dir= "
+                              "names the folder of the papers' CSVs)")
+    out = cfg.output_dir or REFERENCE_DIR
+    try:
+        paths = write_reference(out, folder, chosen)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+    counts = per_paper(json.loads(p.read_text()) for p in paths)
+    print(f"[reference] {len(paths)} records in {out}: "
+          + ", ".join(f"{name} {n}" for name, n in counts.items()))
     return 0
 
 
 def reference(argv: list[str]) -> int:
-    """Convert the paper's CSV into results-schema records (results/reference)."""
+    """Convert the six papers' CSVs into results-schema records (results/reference)."""
     return _run("scissorbench reference", ReferenceConfig, argv, _reference)
+
+
+def _leaderboard(cfg: LeaderboardConfig) -> int:
+    from reporting.reference import REFERENCE_DIR
+    from reporting.site import build_site, results_folders
+
+    reference_dir = cfg.reference_dir or str(REFERENCE_DIR)
+    for folder in [*cfg.results_dir, *([reference_dir] if cfg.reference else [])]:
+        if not Path(folder).is_dir():
+            raise _UsageError(f"results folder {folder!r} is not a folder")
+    if not results_folders(cfg.results_dir) and not cfg.reference:
+        raise _UsageError(f"no records under {cfg.results_dir} and reference=false: nothing to "
+                          "show")
+    site = build_site(cfg.results_dir, cfg.output_dir, reference=cfg.reference,
+                      reference_dir=reference_dir)
+    print(f"[leaderboard] {site.read.summary()}")
+    print(f"[leaderboard] {site.sections} (backbone, benchmark) boards, {len(site.pages)} method "
+          f"pages in {cfg.output_dir}")
+    print(f"[leaderboard] file://{site.index.resolve()}")
+    return 0
+
+
+def leaderboard(argv: list[str]) -> int:
+    """Write the static leaderboard site of results folders plus the papers' references."""
+    # `results_dir=a` or `results_dir=[a,b]`: one folder is a list of one
+    argv = [f"results_dir=[{a.split('=', 1)[1]}]" if a.startswith("results_dir=") and
+            not a.split("=", 1)[1].startswith("[") else a for a in argv]
+    return _run("scissorbench leaderboard", LeaderboardConfig, argv, _leaderboard)

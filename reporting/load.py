@@ -8,7 +8,9 @@ does not have is missing (NaN/None) in the frame, never 0.
 target, 1.0 for the full model (`none`), and the achieved mean in SCC's threshold mode (no
 target), rounded to 4 decimals. `label` is the method, with the differing parameters appended
 (`random[merge=true]`) where one source has a method with several parameter sets. `table` is the
-paper's table for `source: "paper"` records (`versions.table`), else missing.
+paper's table for `source: "paper"` records (`versions.table`), else missing, and `paper` the
+paper's name (`reference.paper`). `positions` is our model's position policy; `lmms_eval`,
+`transformers`, `torch`, `git_commit` and `lock` are what ran (`versions`).
 
 Any file can be in a results folder: one that is not a readable schema-1 record is skipped, two
 files of one key give one record (`records.store.deduplicate`), and a metric that is inf or nan
@@ -39,13 +41,14 @@ __all__ = ["COLUMNS", "Loaded", "canonical_params", "load_records", "read_folder
 log = logging.getLogger("scissorbench.report")
 
 COLUMNS = [
-    "key", "source", "status", "ok", "error", "table", "model", "method", "fidelity",
+    "key", "source", "status", "ok", "error", "paper", "table", "paper_method", "model",
+    "positions", "method", "fidelity",
     "official_code", "params", "label", "seed", "limit", "target_retention", "retention",
     "achieved_retention_mean",
     "achieved_retention_min", "achieved_retention_max", "task", "metric", "value", "stderr",
     "prefill_flops", "flops_ratio", "tokens_visual", "tokens_fed", "samples", "failed",
     "peak_memory_bytes", "llm_layers", "llm_hidden", "llm_ffn", "max_frames", "duration_s",
-    "started_at", "path",
+    "started_at", "lmms_eval", "transformers", "torch", "git_commit", "lock", "path",
 ]
 """Fixed columns; timing columns (`timing_<name>`, per-sample means in seconds) follow them."""
 
@@ -168,8 +171,11 @@ def _rows(record: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
         "status": record.get("status"),
         "ok": record.get("status") == "finished",
         "error": record.get("error"),
+        "paper": _get(record, "reference", "paper"),
+        "paper_method": _get(record, "reference", "paper_method"),
         "table": _get(record, "versions", "table"),
         "model": _get(settings, "model", "name"),
+        "positions": _get(settings, "model", "positions"),
         "method": method,
         "fidelity": _get(record, "provenance", "fidelity"),
         "official_code": _official_code(record.get("provenance")),
@@ -195,6 +201,11 @@ def _rows(record: Mapping[str, Any], path: Path | None) -> list[dict[str, Any]]:
         "max_frames": _get(settings, "model", "max_frames_num"),
         "duration_s": record.get("duration_s"),
         "started_at": record.get("started_at"),
+        "lmms_eval": _get(record, "versions", "lmms-eval"),
+        "transformers": _get(record, "versions", "transformers"),
+        "torch": _get(record, "versions", "torch"),
+        "git_commit": _get(record, "versions", "git_commit"),
+        "lock": _get(record, "versions", "lock"),
         "path": None if path is None else str(path),
     }
     for name, value in (record.get("timings") or {}).items():

@@ -7,6 +7,9 @@
       tables/<model>/<benchmark>_relative.*   % of the full model
       tables/<model>/average_relative.*   mean % of full over the full model's benchmarks
       tables/paper_table{1,2,3,5,7}.*     paper / ours / delta (reference=true)
+      tables/paper_vs_ours.*              every paper cell ours also ran, six papers: paper /
+                                          ours / delta, absolute and relative (reference=true)
+      tables/efficiency/<model>.*         stage times, TTFT, peak memory, speedups (ours)
       figures/<model>/<benchmark>_vs_retention.{png,pdf}, <benchmark>_vs_flops.*,
       figures/<model>/relative_average.*
 """
@@ -24,6 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from reporting.benchmarks import BENCHMARKS, align
+from reporting.compare import paper_vs_ours, scored
+from reporting.efficiency import efficiency_tables
 from reporting.load import Loaded, read_folders, records_frame
 from reporting.plots import (
     plot_accuracy_vs_flops,
@@ -94,8 +99,10 @@ def build_report(results_dir: str | os.PathLike[str], output_dir: str | os.PathL
     ours = aligned[aligned["source"] == "ours"]
     for model in sorted(ours["model"].dropna().unique()):
         sections.append(_model_section(aligned, model, reference, out, report))
+    sections.append(_efficiency_section(records, out, report))
     if reference:
         sections.append(_paper_section(records, aligned, out, report))
+        sections.append(_comparison_section(records, out, report))
     report.html.parent.mkdir(parents=True, exist_ok=True)
     report.html.write_text(_html(sections, results_dir, records, loaded))
     return report
@@ -155,6 +162,35 @@ def _paper_section(records: pd.DataFrame, aligned: pd.DataFrame, out: Path,
         layout = layout.set_index(["method", "retention", "row"])
         report.tables += write_table(layout, out / "tables" / f"paper_{name}", spec.title)
         section.parts += [f"<h3>{html.escape(spec.title)}</h3>", to_html(layout)]
+    return section
+
+
+def _comparison_section(records: pd.DataFrame, out: Path, report: Report) -> _Section:
+    """Ours beside each of the six papers that reported the same cell (reporting.compare)."""
+    table = paper_vs_ours(scored(align(records, dedupe=False)))
+    section = _Section("Ours beside the papers (paper_vs_ours): paper / ours / delta, and "
+                       "relative to each source's own full model")
+    shown = table.drop(columns=["ours_keys"])
+    report.tables += write_table(shown, out / "tables" / "paper_vs_ours",
+                                 "Ours beside every paper that reported the same cell")
+    if table.empty:
+        section.parts.append("<p>No cell of ours matches a paper's (same backbone, benchmark, "
+                             "method and retention).</p>")
+    else:
+        section.parts.append(to_html(shown))
+    return section
+
+
+def _efficiency_section(records: pd.DataFrame, out: Path, report: Report) -> _Section:
+    """Stage times, time to first token, peak memory and speedups of our runs, per model."""
+    section = _Section("Efficiency (ours, per sample)")
+    tables = efficiency_tables(records)
+    for model, table in tables.items():
+        report.tables += write_table(table, out / "tables" / "efficiency" / _slug(str(model)),
+                                     f"Efficiency, {model}")
+        section.parts += [f"<h3>{html.escape(str(model))}</h3>", to_html(table)]
+    if not tables:
+        section.parts.append("<p>No runs of ours.</p>")
     return section
 
 

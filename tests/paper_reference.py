@@ -1,8 +1,7 @@
 """The paper's numbers for the tests, read without the reporting code.
 
-Source: the paper's CSV in `../shared/reference/` (beside the repository) when it is there, else
-the tracked records in `results/reference/`, which every clone has; the tests never skip for want
-of `../shared`.
+Source: the paper's CSV as tracked in `results/papers/` (a copy of `../shared/reference/`), read
+with the csv module; `TRACKED` is the folder of the converted records, `results/reference/`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_CSV = ROOT.parent / "shared" / "reference" / "llava_scissor_arxiv2506.21862v1.csv"
+PAPER_CSV = ROOT / "results" / "papers" / "llava_scissor_arxiv2506.21862v1.csv"
 TRACKED = ROOT / "results" / "reference"
 COLUMNS = ("table", "base_model", "method", "retention_pct", "benchmark", "score")
 
@@ -38,51 +37,20 @@ def registry_name(paper_method: str) -> str:
     return _METHODS.get(paper_method, (paper_method, {}))[0]
 
 
-def _paper_method(record: dict) -> str:
-    compressor = record["settings"]["compressor"]
-    if compressor["name"] == "none":
-        return f"{record['settings']['model']['name']} (full)"
-    for paper, (name, params) in _METHODS.items():
-        if (name, params) == (compressor["name"], compressor["params"]):
-            return paper
-    return compressor["name"]
-
-
-def _rows_from_records() -> list[dict[str, str]]:
-    rows = []
-    for path in sorted(TRACKED.glob("*.json")):
-        record = json.loads(path.read_text())
-        pct = round(100 * record["retention"]["target"])
-        for column, metric in record["metrics"].items():
-            rows.append({
-                "table": record["versions"]["table"],
-                "base_model": record["settings"]["model"]["name"],
-                "method": _paper_method(record),
-                "retention_pct": str(pct),
-                "benchmark": column,
-                "score": repr(metric["value"]),
-            })
-    return rows
-
-
 def paper_rows() -> list[dict[str, str]]:
     """The paper's cells as CSV rows (columns `COLUMNS`)."""
-    if PAPER_CSV.exists():
-        with PAPER_CSV.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-    return _rows_from_records()
+    with PAPER_CSV.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
-def paper_csv(directory: Path) -> Path:
-    """A path to the paper's CSV: the real one, else one rebuilt from the tracked records."""
-    if PAPER_CSV.exists():
-        return PAPER_CSV
-    path = Path(directory) / PAPER_CSV.name
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(_rows_from_records())
-    return path
+def tracked_records(arxiv: str = "arXiv:2506.21862v1") -> dict[str, dict]:
+    """The tracked records of one paper (default: LLaVA-Scissor), file name -> record."""
+    out = {}
+    for path in sorted(TRACKED.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["versions"]["paper"] == arxiv:
+            out[path.name] = record
+    return out
 
 
 def table5() -> dict[tuple[str, int, str], float]:

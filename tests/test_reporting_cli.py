@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from paper_reference import TRACKED, paper_csv, paper_rows, table5
+from paper_reference import paper_rows, table5, tracked_records
 from reporting_fixtures import write_sweep
 
 from scissorbench.cli import main
@@ -110,11 +110,10 @@ def test_reference_command_writes_records(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.json").write_text("{}")
-    csv_path = paper_csv(tmp_path)
-    assert main(["reference", f"output_dir={out}", f"csv={csv_path}"]) == 0
+    assert main(["reference", f"output_dir={out}", "papers=[scissor]"]) == 0
     assert not (out / "stale.json").exists()
     groups = {(r["table"], r["base_model"], r["method"], r["retention_pct"],
                _benchmark(r["benchmark"])) for r in paper_rows()}
     written = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert len(written) == len(groups)
-    assert written == {p.name: json.loads(p.read_text()) for p in TRACKED.glob("*.json")}
+    assert written == tracked_records()
