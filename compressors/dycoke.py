@@ -235,6 +235,9 @@ def _quotas(sims: Tensor, order: Tensor, extra_total: int) -> Tensor:
         file="llava/model/llava_arch.py",
         note="dycole_ttm (TTM, pre-LLM) on LLaVA-OneVision's pooled features; the KV-cache "
         "pruning stage is not ported",
+        paper="arXiv:2411.15024, "
+              "DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models (CVPR "
+              "2025)",
     ),
     fidelity="official",
 )

@@ -53,7 +53,9 @@ def keep_indices(attention: Tensor, budget: int) -> Tensor:
                         "src/FastV/llava-hf/transformers/src/transformers/models/llama/"
                         "modeling_llama.py",
                         "official code for LLaVA-1.5 (LLaMA); here inside each backbone's "
-                        "decoder loop, K = 3 as LLaVA-Scissor compares it"),
+                        "decoder loop, K = 3 as LLaVA-Scissor compares it",
+                        paper="arXiv:2403.06764, "
+                              "An Image is Worth 1/2 Tokens After Layer 2 (ECCV 2024)"),
 )
 def fastv(
     video: Tensor,

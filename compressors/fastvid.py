@@ -247,6 +247,9 @@ def _identity(video: Tensor, **info: Any) -> Compressed:
         note="FastVID block of Qwen2Model.forward (lines 900-1075); signals from "
         "SigLipVisionAbstract (multimodal_encoder/siglip_encoder.py) and get_attn_2dPool "
         "(llava_arch.py); LLaVA-OneVision path",
+        paper="arXiv:2503.11187, "
+              "FastVID: Dynamic Density Pruning for Fast Video Large Language Models (NeurIPS "
+              "2025)",
     ),
     fidelity="official",
 )

@@ -326,6 +326,8 @@ def _identity(video: Tensor, **info: Any) -> Compressed:
         "holitom/llava_arch.py",
         "pre-LLM stage only (the paper's w/o M); vision attention from "
         "LLaVA-NeXT/llava/model/multimodal_encoder/siglip_encoder.py",
+        paper="arXiv:2505.21334, "
+              "HoliTom: Holistic Token Merging for Fast Video Large Language Models (NeurIPS 2025)",
     ),
     fidelity="official",
 )

@@ -88,7 +88,9 @@ def _cell(size: int, pooled: int, device: torch.device) -> Tensor:
     reference=Reference("magic-research/PLLaVA", "6f49fd281a855c4fa3103595ba2800a4dce7ec88",
                         "models/pllava/modeling_pllava.py",
                         "adaptive_avg_pool3d as the official code; the pooled grid chosen from "
-                        "the budget (keep_aspect=true: the official square grids)"),
+                        "the budget (keep_aspect=true: the official square grids)",
+                        paper="arXiv:2404.16994, "
+                              "PLLaVA: Parameter-free LLaVA Extension from Images to Videos"),
 )
 def pllava(
     video: Tensor,

@@ -297,6 +297,8 @@ def _reduce(x: Tensor, clusters: int, knn: int) -> tuple[Tensor, Tensor]:
         note="official code exists only for PLLaVA (16 frames x 12x12 tokens, bfloat16); this is "
              "its pre-LLM stage (merge_frames_dynamic) on [T, N, D] features; the in-LLM "
              "attention selection (alpha 0.4 at layer 10) is not included",
+        paper="arXiv:2412.16117, "
+              "PruneVid: Visual Token Pruning for Efficient Video Large Language Models",
     ),
     fidelity="port",
 )

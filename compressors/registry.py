@@ -19,12 +19,13 @@ FIDELITIES: tuple[str, ...] = ("official", "port", "variant", "baseline")
 @dataclass(frozen=True)
 class Reference:
     """Where a method's code comes from: the official repository, the commit whose code it
-    follows and the file that holds the method there."""
+    follows, the file that holds the method there, and the paper that introduced it."""
 
     repo: str
     commit: str
     file: str
     note: str = ""
+    paper: str = ""  # "arXiv:<id>, <title> (<venue>)"
 
     def __post_init__(self) -> None:
         if self.repo.count("/") != 1 or ":" in self.repo or len(self.commit) != 40:
@@ -110,14 +111,15 @@ def budgeted() -> list[str]:
 
 
 def provenance(name: str) -> dict[str, str]:
-    """What `name` follows: {fidelity, repo, commit, file, note, url} (empty where none)."""
+    """What `name` follows: {fidelity, repo, commit, file, note, url, paper} (empty where
+    none)."""
     entry = _entry(name)
     ref = entry.reference
     if ref is None:
         return {"fidelity": entry.fidelity, "repo": "", "commit": "", "file": "", "note": "",
-                "url": ""}
+                "url": "", "paper": ""}
     return {"fidelity": entry.fidelity, "repo": ref.repo, "commit": ref.commit,
-            "file": ref.file, "note": ref.note, "url": ref.url}
+            "file": ref.file, "note": ref.note, "url": ref.url, "paper": ref.paper}
 
 
 def _entry(name: str) -> _Entry:

@@ -353,7 +353,10 @@ def _search(
     reference=Reference("HumanMLLM/LLaVA-Scissor", "b63354c81e55c82e5d48ced3c993454183b79425",
                         "llava/model/llava_arch_zip.py",
                         "exact components (no epsilon sampling by default), a budget mode, "
-                        "float32 thresholds by default; scc_official is the step-by-step port"),
+                        "float32 thresholds by default; scc_official is the step-by-step port",
+                        paper="arXiv:2506.21862, "
+                              "LLaVA-Scissor: Token Compression with Semantic Connected "
+                              "Components for Video LLMs"),
 )
 def scc(
     video: Tensor,

@@ -137,7 +137,10 @@ def _stage(
 @register(
     "scc_official", check=_check, has_budget=False, fidelity="official",
     reference=Reference("HumanMLLM/LLaVA-Scissor", "b63354c81e55c82e5d48ced3c993454183b79425",
-                        "llava/model/llava_arch_zip.py"),
+                        "llava/model/llava_arch_zip.py",
+                        paper="arXiv:2506.21862, "
+                              "LLaVA-Scissor: Token Compression with Semantic Connected "
+                              "Components for Video LLMs"),
 )
 def scc_official(
     video: Tensor,

@@ -173,6 +173,9 @@ def _to_exact(keep: Tensor, score: Tensor, target: int) -> Tensor:
         file="token_compressor/vidcom2/vidcom2.py",
         note="LLaVA-OneVision path: token_compressor/vidcom2/models/llava.py (one_token branch); "
         "tokens per frame from the input instead of the hard-coded 196; ties to the lower index",
+        paper="arXiv:2505.14454, "
+              "Video Compression Commander: Plug-and-Play Inference Acceleration for Video LLMs "
+              "(EMNLP 2025)",
     ),
     fidelity="official",
 )

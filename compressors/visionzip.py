@@ -105,7 +105,10 @@ def _frames(x: Tensor, importance: Tensor, dominant: int,
     reference=Reference("dvlab-research/VisionZip", "3151f6df4fca36a4cd1c985e5956e725b1f9ad02",
                         "visionzip/clip_encoder.py",
                         "official code for CLIP image towers ([CLS] attention, key similarity); "
-                        "here per frame after projection, feature cosine, SigLIP importance"),
+                        "here per frame after projection, feature cosine, SigLIP importance",
+                        paper="arXiv:2412.04467, "
+                              "VisionZip: Longer is Better but Not Necessary in Vision Language "
+                              "Models (CVPR 2025)"),
 )
 def visionzip(
     video: Tensor,
