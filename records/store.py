@@ -259,10 +259,11 @@ class Merge:
 def merge(sources: Iterable[str | os.PathLike[str]], target: str | os.PathLike[str]) -> Merge:
     """Merge the records of several results folders (runs from several machines) into
     `target`. A key the target lacks is copied (written atomically); the same key with an
-    equal record is kept once; the same key with a different record (another machine computed
-    the run and got other numbers, or one failed) is a conflict, reported and never
-    overwritten: the target keeps its own. Files that are not records are skipped with a
-    warning, as everywhere."""
+    equal record is kept once, equal meaning equal but for when it ran and how long it took
+    (`RUN_TIME_FIELDS`: two machines that computed the same run never time it alike); the same
+    key with a different record (another machine got other numbers, or one failed) is a
+    conflict, reported and never overwritten: the target keeps its own. Files that are not
+    records are skipped with a warning, as everywhere."""
     into = ResultsStore(target)
     report = Merge()
     for source in sources:
@@ -280,9 +281,17 @@ def merge(sources: Iterable[str | os.PathLike[str]], target: str | os.PathLike[s
                 body = {k: v for k, v in record.items() if k not in ("schema_version", "key")}
                 into.write(key, body)
                 report.copied.append(key)
-            elif held == record:
-                report.same.append(key)
             else:
-                fields = sorted(k for k in set(held) | set(record) if held.get(k) != record.get(k))
-                report.conflicts.append((key, path, into.path(key), fields))
+                fields = sorted(k for k in set(held) | set(record)
+                                if k not in RUN_TIME_FIELDS and held.get(k) != record.get(k))
+                if fields:
+                    report.conflicts.append((key, path, into.path(key), fields))
+                else:
+                    report.same.append(key)
     return report
+
+
+RUN_TIME_FIELDS = frozenset({"started_at", "finished_at", "duration_s", "timings",
+                             "peak_memory_bytes"})
+"""Record fields that say when and how fast a run went, not what it computed: `merge` keeps
+the target's where two copies of a key differ only in these."""

@@ -52,3 +52,19 @@ def test_cli_exits_1_on_a_conflict_and_names_it(tmp_path, capsys):
     assert json.loads(target.path("k4").read_text())["metrics"]["acc,none"]["value"] == 0.2
     assert main(["merge", str(a.root), "--into", str(tmp_path / "clean")]) == 0
     assert main(["merge", str(tmp_path / "nope"), "--into", str(target.root)]) == 2
+
+
+def test_the_same_run_timed_differently_on_two_machines_is_kept_once(tmp_path):
+    """Two machines computing one run agree on every number but when it ran and how fast:
+    kept once (the target's timings stay); a different score beside it is still a conflict."""
+    a, target = ResultsStore(tmp_path / "a"), ResultsStore(tmp_path / "target")
+    timed = {**BODY, "started_at": "2026-12-01T10:00:00Z", "duration_s": 12.0,
+             "timings": {"prefill_s": 0.3}, "peak_memory_bytes": 1000}
+    target.write("k", timed)
+    a.write("k", {**BODY, "started_at": "2026-12-01T11:00:00Z", "duration_s": 9.5,
+                  "timings": {"prefill_s": 0.2}, "peak_memory_bytes": 900})
+    a.write("j", {**_other(0.4), "duration_s": 1.0})
+    target.write("j", {**_other(0.6), "duration_s": 2.0})
+    done = merge([a.root], target.root)
+    assert done.same == ["k"] and target.read("k")["duration_s"] == 12.0
+    assert [(key, fields) for key, _, _, fields in done.conflicts] == [("j", ["metrics"])]
