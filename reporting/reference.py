@@ -99,9 +99,10 @@ PAPERS: dict[str, Paper] = {p.id: p for p in (
         "LunarShen/FastVID",
         "share of video tokens entering the LLM; A%/B% for in-LLM pruning (the last stage kept)",
         # FastVID's VisionZip* prunes after LLaVA-OV's pooling, as ours does; its VisionZip
-        # prunes before the pooling, which we do not run.
+        # prunes before the pooling, which we do not run. Its PruneVID* is PruneVid's input
+        # stage, as ours; its PruneVID adds the pruning at LLM layer 10.
         {"FastVID": _m("fastvid"), "VisionZip*": _m("visionzip"), "DyCoke": _m("dycoke"),
-         "PruneVID": _m("prunevid"), "FastV": _m("fastv")}),
+         "PruneVID*": _m("prunevid"), "FastV": _m("fastv")}),
     Paper(
         "holitom", "HoliTom", "arXiv:2505.21334", "holitom_arxiv2505.21334.csv", "NeurIPS 2025",
         "cokeshao/HoliTom",
@@ -122,8 +123,8 @@ PAPERS: dict[str, Paper] = {p.id: p for p in (
         "Fanziyang-v/FlashVID",
         "R: the average visual-token budget per LLM layer (FlashVID keeps 1.25R before the LLM "
         "and prunes at layer 20)",
-        {"VisionZip": _m("visionzip"), "PruneVID": _m("prunevid"), "FastVID": _m("fastvid"),
-         "FastV": _m("fastv")}),
+        # FlashVID's PruneVID prunes before the LLM and inside it (layer 10): not ours
+        {"VisionZip": _m("visionzip"), "FastVID": _m("fastvid"), "FastV": _m("fastv")}),
     Paper(
         "dycoke", "DyCoke", "arXiv:2411.15024", "dycoke_arxiv2411.15024.csv", "CVPR 2025",
         "KD-TAO/DyCoke",

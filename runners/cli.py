@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 import runners.schema  # noqa: F401  registers the structured config `run_schema`
 from records.store import ResultsStore, code_versions
 from runners.evaluate import Outcome, RecordError, sweep
-from runners.plan import ConfigError, Run, plan
+from runners.plan import ConfigError, Run, plan, table_report
 
 log = logging.getLogger("scissorbench.run")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -120,22 +120,31 @@ def _composition_error(err: Exception) -> str:
 
 def check(overrides: list[str], multirun: bool) -> tuple[list[Run], list[str]]:
     """Compose and plan every job before any model loads: (every job's runs, each bad job's
-    one-paragraph error)."""
+    one-paragraph error). A paper-table preset (`experiment:` block) prints one line: the
+    table's methods missing from the harness (not run) and the cells it leaves out."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     runs: list[Run] = []
     errors: list[str] = []
+    tables: dict[str, int] = {}  # a paper-table preset's report -> its jobs that are not cells
     jobs = sweep_overrides(overrides) if multirun else [overrides]
     for job in jobs:
         try:
             with initialize_config_dir(str(CONFIGS), version_base="1.3"):
                 cfg = compose("config", overrides=job)
-            runs += [_with_dir(r, str(cfg.results_dir)) for r in plan(cfg, code_versions())]
+            report = table_report(cfg)
+            planned = plan(cfg, code_versions())
+            if report is not None:
+                tables[report] = tables.get(report, 0) + (not planned)
+            runs += [_with_dir(r, str(cfg.results_dir)) for r in planned]
         except ConfigError as err:
             errors.append(f"invalid job {' '.join(job)}:\n  {err}")
         except (HydraException, OmegaConfBaseException) as err:
             errors.append(f"invalid job {' '.join(job)}:\n  {_composition_error(err)}")
+    for report, skipped in tables.items():  # one line per table, before anything runs
+        nocell = f"; {skipped} of {len(jobs)} jobs are not cells of the table (skipped)"
+        print(f"[run] {report}{nocell if skipped else ''}")
     return runs, errors
 
 

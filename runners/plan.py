@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import math
 import os
 import tempfile
@@ -19,6 +20,7 @@ from harness.video import check_frame_count
 from records.store import run_key
 from runners.schema import portable
 
+log = logging.getLogger("scissorbench.run")
 _MODEL_KEYS = ("name", "pretrained")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
@@ -175,6 +177,88 @@ def _check_tasks(names: list[str], include_path: str | None) -> None:
             raise ConfigError(f"task {name!r} is not in lmms-eval's task index{where}; {hint}")
 
 
+def _check_experiment(experiment: DictConfig) -> None:
+    """A paper-table preset's `experiment` block is consistent: every method it runs (`cells`,
+    `left_out`) is in the registry and one of the table's `methods`, on one of its `models`, and
+    every table method mapped to a registry entry is run or left out."""
+    where = f"{experiment.paper} {experiment.table}"
+    available = set(compressors.available())
+    mapped = {name for name in experiment.methods.values() if name is not None}
+    named = [(model, name) for model, cells in experiment.cells.items() for name in cells]
+    named += [(entry.model, entry.method) for entry in experiment.left_out]
+    for model, name in named:
+        if name not in available:
+            raise ConfigError(
+                f"experiment {where}: cells name {name!r} (model {model}), which is not in the "
+                f"compressor registry ({', '.join(sorted(available))}); a method the harness "
+                "does not have goes under experiment.methods as null (listed as missing, not run)"
+            )
+        if name not in mapped:
+            raise ConfigError(f"experiment {where}: cells name {name!r}, which is none of the "
+                              f"table's methods (experiment.methods: {dict(experiment.methods)})")
+        if model not in experiment.models:
+            raise ConfigError(f"experiment {where}: cells of model {model!r}, which is none of "
+                              f"the table's models (experiment.models: {list(experiment.models)})")
+    unrun = sorted((mapped & available) - {name for _, name in named})
+    if unrun:
+        raise ConfigError(f"experiment {where}: experiment.methods maps table methods to {unrun}, "
+                          "which have no cells (experiment.cells) and are not left out; give "
+                          "their cells, or map them to null")
+    if experiment.cell < 0:
+        raise ConfigError(f"experiment.cell must be >= 0, got {experiment.cell}")
+
+
+def table_report(cfg: DictConfig) -> str | None:
+    """One line for a paper-table preset (None without one): the table's methods the harness
+    does not have (null, or a name not in the registry), which are not run, and the cells the
+    preset leaves out, with why."""
+    experiment = cfg.get("experiment")
+    if experiment is None:
+        return None
+    available = set(compressors.available())
+    missing = [method if name is None else f"{method} ({name}: not in the registry)"
+               for method, name in experiment.methods.items()
+               if name is None or name not in available]
+    line = (f"{experiment.paper} {experiment.table}: methods missing from the harness, not run: "
+            f"{', '.join(missing) or 'none'}")
+    for entry in experiment.left_out:
+        line += (f"; left out: {entry.method} at retention {entry.retention:g} on "
+                 f"{entry.model} ({entry.why})")
+    return line
+
+
+def _table_cell(cfg: DictConfig) -> bool:
+    """Whether a job of a paper-table preset is a cell of its table (always True without one).
+
+    The preset sweeps compressor (and model) x `experiment.cell`, and its retention
+    (`${scissorbench.cell:}`) is the cell-th of the table's retentions for the job's model and
+    compressor: a job past the last of them, or whose method the table runs on its other models
+    only, is not a cell and plans no run. With a retention given instead (retention=...), the full
+    model, or SCC's threshold mode, only cell 0 runs (the others would repeat it). A compressor
+    or model that is not the table's, with the preset's retention, is an error naming the fix."""
+    experiment = cfg.get("experiment")
+    if experiment is None:
+        return True
+    _check_experiment(experiment)
+    raw = OmegaConf.to_container(cfg, resolve=False).get("retention")
+    name, model = cfg.compressor.get("name"), cfg.model.name
+    if not (isinstance(raw, str) and "scissorbench.cell" in raw) or name == "none" \
+            or cfg.compressor.get("tau") is not None:
+        return experiment.cell == 0
+    cells = experiment.cells.get(model) or {}
+    if name in cells:
+        return experiment.cell < len(cells[name])
+    table = {n for per_model in experiment.cells.values() for n in per_model}
+    if model in experiment.models and name in table | {e.method for e in experiment.left_out}:
+        return False
+    where = f"{experiment.paper} {experiment.table}"
+    raise ConfigError(
+        f"compressor {name!r} on model {model!r} is not a cell of {where} (its cells: "
+        + "; ".join(f"{m}: {', '.join(sorted(c))}" for m, c in experiment.cells.items())
+        + "), so the preset gives it no retention; give one, e.g. retention=0.25"
+    )
+
+
 def check_results_dir(results_dir: str) -> None:
     """`results_dir` can be created and written (a record, its lock, its temporary file),
     checked before any job runs rather than after an evaluation."""
@@ -193,7 +277,8 @@ def check_results_dir(results_dir: str) -> None:
 
 
 def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
-    """Validate `cfg` and list its runs, one per task of `task.names`."""
+    """Validate `cfg` and list its runs, one per task of `task.names` (none for a job of a
+    paper-table preset that is not a cell of its table: `_table_cell`)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
     missing = [k for k in _MODEL_KEYS if not model.get(k)]
@@ -204,6 +289,9 @@ def plan(cfg: DictConfig, versions: dict[str, str]) -> list[Run]:
         value = cfg.get(name)
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if not _table_cell(cfg):
+        log.info("not a cell of %s %s: skipped", cfg.experiment.paper, cfg.experiment.table)
+        return []
     name, params, retention = _compressor(cfg)
     names = list(cfg.task.names)
     if not names:
