@@ -9,8 +9,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LOCK_VENV := .lock-venv
+# The browser test's Chromium: Debian's package (Playwright drives it; it never downloads one).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench lint lock clean
+.PHONY: demo test bench bench-gpu leaderboard lint lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +23,24 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(BIN)/scissorbench demo
 
-test: $(STAMP)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_scc
+
+# Every method at 50 / 25 / 10% on random-weight models of the real 0.5B and 7B shapes, 32
+# frames, bfloat16, on the GPU when there is one (on this CPU: add ARGS=--reduced).
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_gpu --json results/bench_gpu.json $(ARGS)
+
+# The static leaderboard site of the demo's runs beside the six papers' references.
+leaderboard: $(STAMP)
+	$(BIN)/scissorbench leaderboard results_dir=results/demo output_dir=results/site
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

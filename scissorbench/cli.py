@@ -278,8 +278,15 @@ def report(argv: list[str]) -> int:
 
 
 def reference(argv: list[str]) -> int:
-    """Convert the paper's CSV into results-schema records in results/reference."""
+    """Convert the six papers' CSVs into results-schema records in results/reference."""
     from reporting.cli import reference as command
+
+    return command(argv)
+
+
+def leaderboard(argv: list[str]) -> int:
+    """The static leaderboard site (file://): ours beside six papers' tables (key=value)."""
+    from reporting.cli import leaderboard as command
 
     return command(argv)
 
@@ -329,6 +336,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "flops": flops,
     "report": report,
     "reference": reference,
+    "leaderboard": leaderboard,
     "convert": convert,
     "demo": demo,
     "pictures": pictures,

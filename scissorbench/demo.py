@@ -22,7 +22,9 @@ progress line. Then the reporting layer writes, from the records alone:
 - `<output>/report/report.html`: every table and figure of `scissorbench report`;
 
 and, over all of them, `<output>/positions.md` (and `.csv`): accuracy of every method x
-retention under each policy on each backbone, side by side. A (method, retention) a method
+retention under each policy on each backbone, side by side, and `<output>/site/index.html`:
+the static leaderboard site (`scissorbench leaderboard`) of every run beside the six papers'
+references. A (method, retention) a method
 cannot reach on the micro geometry (DyCoke below its whole-frame minimum) is left out and said.
 """
 
@@ -124,7 +126,20 @@ def run_demos(output: str | Path, *, models: Sequence[str] = DEFAULT_MODELS,
                                                 positions=policy, methods=methods,
                                                 retentions=retentions, limit=limit, log=log)
     _write_positions(output, results)
+    _write_site(output, log)
     return results
+
+
+def _write_site(output: Path, log: Callable[[str], None]) -> None:
+    """The static leaderboard site of every run above plus the six papers' references
+    (`<output>/site/index.html`, what `scissorbench leaderboard` writes)."""
+    from reporting.site import build_site, results_folders
+
+    if not results_folders([output]):
+        return
+    site = build_site([output], output / "site")
+    log(f"[demo] leaderboard site: {site.index} ({site.sections} boards, "
+        f"{len(site.pages)} method pages)")
 
 
 def _write_positions(output: Path, results: dict[tuple[str, str], DemoResult]) -> None:
