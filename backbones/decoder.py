@@ -36,6 +36,7 @@ from backbones.base import (
     check_positions,
     representatives,
 )
+from compressors.fastv import keep_indices
 
 __all__ = ["DecoderAdapter"]
 
@@ -271,6 +272,44 @@ class DecoderAdapter(VideoLLM):
         k = k.repeat_interleave(attn.num_key_value_groups, dim=1)  # [1, H, S, hd]
         scores = (q @ k.transpose(-1, -2)) * attn.scaling  # [1, H, 1, S]
         return scores.softmax(dim=-1).mean(dim=1)[0, 0]
+
+    def _decoder_layers(
+        self, hidden: Tensor, rotary: tuple[Tensor, Tensor], kv: Any, visual_rows: Tensor,
+        plan: dict[str, int] | None, deepstack: Tensor | None = None,
+    ) -> tuple[Tensor, list[int], Tensor | None, Tensor | None]:
+        """The prompt through every decoder layer: the one loop of every adapter's prefill.
+
+        hidden: [1, S, D] prompt embeddings; rotary: their (cos, sin); visual_rows: [V] prompt
+        rows of the fed visual tokens, in their order. FastV (`plan` {layer: K, budget: M}):
+        the last token's attention over the visual rows at layer K-1 picks the M kept
+        (`keep_indices`), and from layer K on every other visual row leaves (text, separators
+        and newlines stay). DeepStack (`deepstack` [L, V, D], Qwen3-VL): feature l is added to
+        the visual rows after layer l, and a pruned row's features leave with it.
+        Returns the last hidden states, the length each layer computed on, and FastV's kept
+        indices [M] and attention [V] (None without FastV).
+        """
+        cos, sin = rotary
+        prune_at = (plan or {}).get("layer")
+        lengths: list[int] = []
+        kept = attention = None
+        mask = self._causal_mask(hidden.shape[1])
+        for index, layer in enumerate(self._lm.layers):
+            if index == prune_at:  # drop the visual rows FastV did not keep, nothing else
+                keep = keep_visual_rows(visual_rows, kept, hidden.shape[1])
+                hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
+                if deepstack is not None:
+                    deepstack = deepstack[:, kept.to(deepstack.device)]
+                visual_rows = torch.searchsorted(keep, visual_rows[kept.to(keep.device)])
+                mask = self._causal_mask(hidden.shape[1])
+            if prune_at is not None and index == prune_at - 1:
+                attention = self.last_token_attention(index, hidden, (cos, sin))[visual_rows]
+                kept = keep_indices(attention, plan["budget"])
+            lengths.append(int(hidden.shape[1]))
+            hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
+            if deepstack is not None and index < len(deepstack):
+                hidden = hidden.clone()
+                hidden[0, visual_rows] += deepstack[index].to(hidden.dtype)
+        return hidden, lengths, kept, attention
 
     def generate(
         self,

@@ -92,11 +92,9 @@ from backbones.decoder import (
     _check_frames,
     _now,
     _offset_cache,
-    keep_visual_rows,
 )
 from backbones.preprocess import PREPROCESS, llava_next_pixels, pixel_settings
 from backbones.siglip_head import HEAD_SIGNALS, SiglipHead
-from compressors.fastv import keep_indices
 
 __all__ = ["SYSTEM_PROMPT", "LlavaOnevisionAdapter"]
 
@@ -443,23 +441,8 @@ class LlavaOnevisionAdapter(DecoderAdapter):
         kv = _offset_cache()(config=self._lm.config) if cache else None
         if kv is not None:
             kv.offset = offset
-        plan = prepared.in_llm or {}
-        prune_at = plan.get("layer")
-        hidden, lengths = embeds, []
-        kept = attention = None
-        mask = self._causal_mask(length)
-        frame = self._frame_positions(prepared, start) if prune_at is not None else None
-        for index, layer in enumerate(self._lm.layers):
-            if index == prune_at:  # drop the frame tokens FastV did not keep, nothing else
-                keep = keep_visual_rows(frame, kept, length)
-                hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
-                mask = self._causal_mask(hidden.shape[1])
-            if prune_at is not None and index == prune_at - 1:
-                row = self.last_token_attention(index, hidden, (cos, sin))
-                attention = row[frame]
-                kept = keep_indices(attention, plan["budget"])
-            lengths.append(int(hidden.shape[1]))
-            hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
+        hidden, lengths, kept, attention = self._decoder_layers(
+            embeds, (cos, sin), kv, self._frame_positions(prepared, start), prepared.in_llm)
         return Prefill(
             logits=self._logits(hidden[:, -1]),
             length=length,

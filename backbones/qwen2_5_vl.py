@@ -80,7 +80,6 @@ from torch import Tensor
 
 from backbones.base import Prefill, Prepared, representatives
 from backbones.decoder import DecoderAdapter, _bind, _check_frames, _now, _offset_cache
-from compressors.fastv import keep_indices
 
 __all__ = [
     "LMMS_MAX_TOKENS", "LMMS_MIN_TOKENS", "SYSTEM_PROMPT", "Qwen25VLAdapter", "representatives",
@@ -356,20 +355,9 @@ class Qwen25VLAdapter(DecoderAdapter):
         kv = _offset_cache()(config=self._lm.config) if cache else None
         if kv is not None:
             kv.offset = int(positions.max()) + 1 - length
-        plan = prepared.in_llm or {}
-        prune_at, n_v = plan.get("layer"), prepared.visual_tokens
-        hidden, lengths, kept, attention = embeds, [], None, None
-        mask = self._causal_mask(length)
-        for index, layer in enumerate(self._lm.layers):
-            if index == prune_at:
-                keep = _keep_rows(start, kept.to(self.device), n_v, length)
-                hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
-                mask = self._causal_mask(hidden.shape[1])
-            if prune_at is not None and index == prune_at - 1:
-                attention = self.last_token_attention(index, hidden, (cos, sin))[start:start + n_v]
-                kept = keep_indices(attention, plan["budget"])
-            lengths.append(int(hidden.shape[1]))
-            hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
+        visual_rows = start + torch.arange(prepared.visual_tokens_fed, device=self.device)
+        hidden, lengths, kept, attention = self._decoder_layers(
+            embeds, (cos, sin), kv, visual_rows, prepared.in_llm)
         return Prefill(
             logits=self._logits(hidden[:, -1]), length=length, tokens_per_layer=lengths,
             visual_start=start, kept=kept, attention=attention, cache=kv,
@@ -393,11 +381,3 @@ class Qwen25VLAdapter(DecoderAdapter):
 def _compressed_before_llm(prepared: Prepared) -> bool:
     """Whether a pre-LLM method made the fed visual tokens (the positions policy applies)."""
     return prepared.compressor is not None and prepared.in_llm is None
-
-
-def _keep_rows(start: int, kept: Tensor, n_v: int, length: int) -> Tensor:
-    """Prompt rows kept from FastV's layer K on: text, kept visual tokens, text."""
-    device = kept.device
-    return torch.cat([torch.arange(start, device=device), start + kept,
-                      torch.arange(start + n_v, length, device=device)])
-

@@ -44,9 +44,8 @@ import torch
 from torch import Tensor
 
 from backbones.base import Prefill, Prepared
-from backbones.decoder import _bind, _check_frames, _offset_cache, keep_visual_rows
+from backbones.decoder import _bind, _check_frames, _offset_cache
 from backbones.qwen2_5_vl import Qwen25VLAdapter
-from compressors.fastv import keep_indices
 
 __all__ = ["DEFAULT_FPS", "Qwen3VLAdapter", "timestamps"]
 
@@ -188,26 +187,8 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         kv = _offset_cache()(config=self._lm.config) if cache else None
         if kv is not None:
             kv.offset = int(positions.max()) + 1 - length
-        plan = prepared.in_llm or {}
-        prune_at = plan.get("layer")
-        hidden, lengths, kept, attention = embeds, [], None, None
-        mask = self._causal_mask(length)
-        for index, layer in enumerate(self._lm.layers):
-            if index == prune_at:
-                keep = keep_visual_rows(visual_rows, kept, hidden.shape[1])
-                hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
-                deep = deep[:, kept]
-                visual_rows = torch.searchsorted(keep, visual_rows[kept])
-                mask = self._causal_mask(hidden.shape[1])
-            if prune_at is not None and index == prune_at - 1:
-                scores = self.last_token_attention(index, hidden, (cos, sin))
-                attention = scores[visual_rows]
-                kept = keep_indices(attention, plan["budget"])
-            lengths.append(int(hidden.shape[1]))
-            hidden = self._layer(layer, hidden, (cos, sin), kv, mask)
-            if index < len(deep):
-                hidden = hidden.clone()
-                hidden[0, visual_rows] += deep[index].to(hidden.dtype)
+        hidden, lengths, kept, attention = self._decoder_layers(
+            embeds, (cos, sin), kv, visual_rows, prepared.in_llm, deepstack=deep)
         return Prefill(
             logits=self._logits(hidden[:, -1]), length=length, tokens_per_layer=lengths,
             visual_start=int(visual_rows.min()) if len(visual_rows) else 0, kept=kept,

@@ -193,17 +193,22 @@ def flops(argv: list[str]) -> int:
     return _run("scissorbench flops", FlopsConfig, argv, _flops)
 
 
-# --- report, reference ------------------------------------------------------------------------
+# --- report, reference, leaderboard -----------------------------------------------------------
+
+def _require_folders(named: list[tuple[str, str]], reference_dir: str | None) -> None:
+    """Every (setting, folder) and the reference folder (if given) must exist: a mistyped path
+    is an error, not an empty report."""
+    for name, folder in named + ([("reference_dir", reference_dir)] if reference_dir else []):
+        if not Path(folder).is_dir():
+            raise _UsageError(f"{name} {folder!r} is not a folder")
+
 
 def _report(cfg: ReportConfig) -> int:
     from reporting.reference import REFERENCE_DIR
     from reporting.report import build_report
 
     reference_dir = cfg.reference_dir or str(REFERENCE_DIR)
-    for name, folder in [("results_dir", cfg.results_dir)] + (
-            [("reference_dir", reference_dir)] if cfg.reference else []):
-        if not Path(folder).is_dir():
-            raise _UsageError(f"{name} {folder!r} is not a folder")
+    _require_folders([("results_dir", cfg.results_dir)], reference_dir if cfg.reference else None)
     result = build_report(cfg.results_dir, cfg.output_dir, reference=cfg.reference,
                           reference_dir=reference_dir)
     print(f"[report] {result.read.summary()}")
@@ -253,9 +258,8 @@ def _leaderboard(cfg: LeaderboardConfig) -> int:
     from reporting.site import build_site, results_folders
 
     reference_dir = cfg.reference_dir or str(REFERENCE_DIR)
-    for folder in [*cfg.results_dir, *([reference_dir] if cfg.reference else [])]:
-        if not Path(folder).is_dir():
-            raise _UsageError(f"results folder {folder!r} is not a folder")
+    _require_folders([("results_dir", f) for f in cfg.results_dir],
+                     reference_dir if cfg.reference else None)
     if not results_folders(cfg.results_dir) and not cfg.reference:
         raise _UsageError(f"no records under {cfg.results_dir} and reference=false: nothing to "
                           "show")
