@@ -45,7 +45,7 @@ class FlopsConfig:
 class ReportConfig:
     """Tables, figures and one HTML file from a results folder."""
 
-    results_dir: str = "results/runs"
+    results_dir: str = "results/runs"  # its records, or every folder below it holding some
     output_dir: str = "results/report"
     reference: bool = False  # add the paper's numbers (results/reference) and its layouts
     reference_dir: str = ""  # default: the repository's results/reference
@@ -254,8 +254,9 @@ def reference(argv: list[str]) -> int:
 
 
 def _leaderboard(cfg: LeaderboardConfig) -> int:
+    from reporting.load import results_folders
     from reporting.reference import REFERENCE_DIR
-    from reporting.site import build_site, results_folders
+    from reporting.site import build_site
 
     reference_dir = cfg.reference_dir or str(REFERENCE_DIR)
     _require_folders([("results_dir", f) for f in cfg.results_dir],

@@ -44,9 +44,9 @@ def _entry(row: pd.Series) -> str:
 
 
 def _backbone(row: pd.Series) -> str:
-    name = backbone_of(str(row["model"]))
-    policy = row.get("positions")
-    return f"{name} ({policy})" if row["source"] == "ours" and policy == "contiguous" else name
+    """The paper's base-model name of our config (`llava_ov_7b` -> `LLaVA-OV-7B`); a model
+    `records_frame` named with its position policy, or without a paper counterpart, as is."""
+    return backbone_of(str(row["model"]))
 
 
 def scored(aligned: pd.DataFrame) -> pd.DataFrame:

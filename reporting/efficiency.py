@@ -48,15 +48,10 @@ _DECIMALS = {"tokens fed": 0, "prefill TFLOPs": 2, "FLOPs %": 1, **dict.fromkeys
 def efficiency_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """{model: efficiency table} from the tidy frame of `reporting.load.records_frame`, one
     row per (method label, retention) of our finished runs (module docstring), the columns
-    `EFFICIENCY_COLUMNS`; models sorted. A model run under the `contiguous` position policy is
-    its own table, `<model> (contiguous)`, as on the leaderboard."""
+    `EFFICIENCY_COLUMNS`; models sorted (a model under two position policies is two models,
+    `records_frame`'s `micro (contiguous)`)."""
     runs = _runs(frame)
-    if runs.empty:
-        return {}
-    policy = runs["positions"] if "positions" in runs.columns else pd.Series(None, runs.index)
-    name = runs["model"].astype(str).where(
-        policy != "contiguous", runs["model"].astype(str) + " (contiguous)")
-    return {str(model): _table(group) for model, group in runs.groupby(name, sort=True)}
+    return {str(model): _table(group) for model, group in runs.groupby("model", sort=True)}
 
 
 def _runs(frame: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,9 @@ target, 1.0 for the full model (`none`), and the achieved mean in SCC's threshol
 target), rounded to 4 decimals. `label` is the method, with the differing parameters appended
 (`random[merge=true]`) where one source has a method with several parameter sets. `table` is the
 paper's table for `source: "paper"` records (`versions.table`), else missing, and `paper` the
-paper's name (`reference.paper`). `positions` is our model's position policy; `lmms_eval`,
+paper's name (`reference.paper`). `positions` is our model's position policy (null: the
+backbone's default); where a frame holds one model under several policies, `model` names the
+policy, `micro (contiguous)`, so no table averages over two settings. `lmms_eval`,
 `transformers`, `torch`, `git_commit` and `lock` are what ran (`versions`).
 
 Any file can be in a results folder: one that is not a readable schema-1 record is skipped, two
@@ -36,7 +38,7 @@ from records.schema import nonfinite_metrics
 from records.store import ResultsStore, deduplicate
 
 __all__ = ["COLUMNS", "Loaded", "canonical_params", "load_records", "read_folders",
-           "records_frame"]
+           "records_frame", "results_folders"]
 
 log = logging.getLogger("scissorbench.report")
 
@@ -90,6 +92,23 @@ class Loaded:
         return ", ".join(parts)
 
 
+def results_folders(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The results folders under each root: the root if it holds records, else every folder
+    below it that does (`results/demo` -> its `<model>/<policy>/runs`); hidden folders
+    (`.features`, `.samples`, ...) are not results."""
+    found: list[Path] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise FileNotFoundError(f"results folder not found: {root}")
+        if any(root.glob("*.json")):
+            found.append(root)
+            continue
+        below = sorted({p.parent for p in root.rglob("*.json")
+                        if not any(part.startswith(".") for part in p.relative_to(root).parts)})
+        found += below
+    return found
+
+
 def read_folders(*dirs: str | os.PathLike[str]) -> Loaded:
     """The records of the given results folders, one per key over all of them.
 
@@ -133,8 +152,24 @@ def records_frame(records: Iterable[Mapping[str, Any] | tuple[Mapping[str, Any],
     for col in ("seed", "limit", "samples", "failed", "peak_memory_bytes", "llm_layers",
                 "llm_hidden", "llm_ffn", "max_frames"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df["model"] = _models(df)
     df["label"] = _labels(df)
     return df
+
+
+def _models(df: pd.DataFrame) -> pd.Series:
+    """`model`, with ` (<policy>)` appended to our runs of a model that the frame holds under
+    more than one position policy (an explicit `original` or `contiguous` beside each other or
+    beside the backbone's default, null): each policy is its own model in every table."""
+    models = df["model"].astype(object).copy()
+    ours = df[(df["source"] == "ours") & df["model"].notna()]
+    for model, group in ours.groupby("model"):
+        policy = group["positions"]
+        if policy.fillna("").nunique() < 2:
+            continue
+        named = group.index[policy.notna()]
+        models.loc[named] = [f"{model} ({p})" for p in policy.loc[named]]
+    return models
 
 
 def _get(mapping: Any, *path: str) -> Any:

@@ -29,7 +29,7 @@ import pandas as pd
 from reporting.benchmarks import BENCHMARKS, align
 from reporting.compare import paper_vs_ours, scored
 from reporting.efficiency import efficiency_tables
-from reporting.load import Loaded, read_folders, records_frame
+from reporting.load import Loaded, read_folders, records_frame, results_folders
 from reporting.plots import (
     plot_accuracy_vs_flops,
     plot_accuracy_vs_retention,
@@ -88,10 +88,13 @@ def runs_table(records: pd.DataFrame) -> pd.DataFrame:
 def build_report(results_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                  reference: bool = False,
                  reference_dir: str | os.PathLike[str] = REFERENCE_DIR) -> Report:
-    """Load `results_dir` (and the paper's records if `reference`), write everything; files
+    """Load `results_dir` (its records, or those of every folder below it that holds some, as
+    `results/demo`'s `<model>/<policy>/runs`; `reporting.load.results_folders`) and the papers'
+    records if `reference`, write everything; files
     that are no record are skipped and counted in `Report.read`, never a crash."""
     out = Path(output_dir)
-    loaded = read_folders(results_dir, *([reference_dir] if reference else []))
+    loaded = read_folders(*results_folders([results_dir]),
+                          *([reference_dir] if reference else []))
     records = records_frame(loaded.records)
     aligned = align(records)
     report = Report(html=out / "report.html", read=loaded)

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,10 +35,10 @@ import pandas as pd
 from reporting.benchmarks import BENCHMARKS, align
 from reporting.compare import paper_vs_ours, scored
 from reporting.efficiency import efficiency_tables
-from reporting.load import Loaded, read_folders, records_frame
+from reporting.load import Loaded, read_folders, records_frame, results_folders
 from reporting.reference import PAPERS, REFERENCE_DIR, backbone_of
 
-__all__ = ["FLOPS_FORMULA", "Site", "build_site", "method_info", "results_folders"]
+__all__ = ["FLOPS_FORMULA", "Site", "build_site", "method_info"]
 
 _HERE = Path(__file__).resolve().parent
 _TEMPLATES = _HERE / "site"
@@ -60,23 +60,6 @@ class Site:
     read: Loaded = field(default_factory=Loaded)
     methods: list[str] = field(default_factory=list)
     sections: int = 0
-
-
-def results_folders(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The results folders under each root: the root if it holds records, else every folder
-    below it that does (`results/demo` -> its `<model>/<policy>/runs`); hidden folders
-    (`.features`, `.samples`, ...) are not results."""
-    found: list[Path] = []
-    for root in map(Path, roots):
-        if not root.is_dir():
-            raise FileNotFoundError(f"results folder not found: {root}")
-        if any(root.glob("*.json")):
-            found.append(root)
-            continue
-        below = sorted({p.parent for p in root.rglob("*.json")
-                        if not any(part.startswith(".") for part in p.relative_to(root).parts)})
-        found += below
-    return found
 
 
 def build_site(results_dirs: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str],

@@ -133,7 +133,8 @@ def run_demos(output: str | Path, *, models: Sequence[str] = DEFAULT_MODELS,
 def _write_site(output: Path, log: Callable[[str], None]) -> None:
     """The static leaderboard site of every run above plus the six papers' references
     (`<output>/site/index.html`, what `scissorbench leaderboard` writes)."""
-    from reporting.site import build_site, results_folders
+    from reporting.load import results_folders
+    from reporting.site import build_site
 
     if not results_folders([output]):
         return

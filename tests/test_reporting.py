@@ -19,7 +19,7 @@ from reporting_fixtures import FAILED, SCORES, TASKS, n_records, write_sweep
 import compressors
 from reporting import align, load_records
 from reporting.benchmarks import BENCHMARKS, benchmark_of_paper_column
-from reporting.load import canonical_params
+from reporting.load import canonical_params, records_frame
 from reporting.plots import (
     COLUMN_WIDTH,
     DPI,
@@ -323,3 +323,21 @@ def test_relative_to_a_full_model_scoring_zero_is_missing_not_inf():
     })
     relative = summarize(rows).set_index("method")["relative"]
     assert relative.isna().all()
+
+
+def test_a_model_under_two_position_policies_is_two_models():
+    """Runs of one model config under its default policy (null) and an explicit one are never
+    averaged together: the explicit one is named `model (policy)`; one policy alone keeps the
+    plain name (so a per-folder table still filters on the config name)."""
+    from reporting_fixtures import ours_record
+
+    def run(positions, value):
+        record = ours_record("micro", "scc", 0.5, "synthetic_video_qa", "accuracy,none", value)
+        record["settings"]["model"]["positions"] = positions
+        return record
+
+    both = records_frame([run(None, 0.8), run("contiguous", 0.6)])
+    assert sorted(both["model"]) == ["micro", "micro (contiguous)"]
+    assert both.set_index("model").loc["micro (contiguous)", "value"] == 0.6
+    alone = records_frame([run("original", 0.8)])
+    assert alone["model"].tolist() == ["micro"]
