@@ -76,14 +76,8 @@ def build_site(results_dirs: Sequence[str | os.PathLike[str]], output_dir: str |
     rows = [_cell(c, by_key) for c in cells.to_dict("records")]
     sections = _sections(rows)
     methods = sorted({r["method"] for r in rows})
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
-                             undefined=jinja2.StrictUndefined)
-    site = Site(index=out / "index.html", read=loaded, sections=len(sections))
-    _assets(out)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page_of = {m: f"methods/{_slug(m)}.html" for m in methods}
-    comparison = paper_vs_ours(cells)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     context = {
         "stamp": stamp, "sections": sections, "formula": FLOPS_FORMULA,
         "backbones": sorted({s["backbone"] for s in sections}),
@@ -94,23 +88,36 @@ def build_site(results_dirs: Sequence[str | os.PathLike[str]], output_dir: str |
         "methods": [(m, page_of[m]) for m in methods if m in _harness()],
         "paper_methods": [(m, page_of[m]) for m in methods if m not in _harness()],
         "page_of": page_of,
-        "efficiency": _efficiency(records), "comparison": _comparison(comparison),
+        "efficiency": _efficiency(records), "comparison": _comparison(paper_vs_ours(cells)),
         "summary": loaded.summary(), "folders": [str(f) for f in folders],
         "papers": [{"name": p.name, "arxiv": p.arxiv, "venue": p.venue, "code": p.code,
                     "retention": p.retention} for p in PAPERS.values()],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data.js").write_text("window.SCISSORBENCH = " + json.dumps(
-        {"charts": {s["id"]: s["chart"] for s in sections}}, default=_json) + ";\n")
-    site.index.write_text(env.get_template("index.html.j2").render(**context))
-    (out / "methods").mkdir(exist_ok=True)
-    for method in methods:
-        path = out / page_of[method]
-        info = method_info(method, rows)
-        path.write_text(env.get_template("method.html.j2").render(stamp=stamp, **info))
-        site.pages.append(path)
-    site.methods = methods
+    site = Site(index=out / "index.html", read=loaded, methods=methods, sections=len(sections))
+    _write(out, context, {m: method_info(m, rows) for m in methods}, site)
     return site
+
+
+def _write(out: Path, context: dict[str, Any], pages: dict[str, dict[str, Any]],
+           site: Site) -> None:
+    """The folder: assets, data.js, index.html and one page per method (the method pages of
+    an earlier build in the same folder are removed first, so none is stale)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             undefined=jinja2.StrictUndefined)
+    _assets(out)
+    charts = {s["id"]: s["chart"] for s in context["sections"]}
+    (out / "data.js").write_text("window.SCISSORBENCH = " + json.dumps(
+        {"charts": charts}, default=_json) + ";\n")
+    site.index.write_text(env.get_template("index.html.j2").render(**context))
+    folder = out / "methods"
+    folder.mkdir(exist_ok=True)
+    for stale in folder.glob("*.html"):
+        stale.unlink()
+    for method, info in pages.items():
+        path = out / context["page_of"][method]
+        path.write_text(env.get_template("method.html.j2").render(stamp=context["stamp"], **info))
+        site.pages.append(path)
 
 
 def _harness() -> set[str]:
