@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,9 @@ def demo(argv: list[str]) -> int:
                         help="evaluate the first N test questions only (default: all)")
     parser.add_argument("--output", type=Path, default=Path("results/demo"),
                         help="folder for the runs, the leaderboards and the figures")
+    parser.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                        help="(model, policy) sweeps run at once, one process each (default: "
+                             "2, or 1 on a single core)")
     args = parser.parse_args(argv)
 
     from backbones import POSITIONS
@@ -85,7 +89,7 @@ def demo(argv: list[str]) -> int:
     try:
         results = run_demos(args.output, models=args.models, policies=args.positions,
                             methods=args.compressors, retentions=args.retentions,
-                            limit=args.limit)
+                            limit=args.limit, workers=args.workers)
     except ConfigError as err:
         print(f"scissorbench demo: error: {err}", file=sys.stderr)
         return 2

@@ -30,9 +30,13 @@ cannot reach on the micro geometry (DyCoke below its whole-frame minimum) is lef
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,19 +119,42 @@ def needs_missing_head(name: str, model: str) -> bool:
 def run_demos(output: str | Path, *, models: Sequence[str] = DEFAULT_MODELS,
               policies: Sequence[str] = DEFAULT_POLICIES, methods: Sequence[str] | None = None,
               retentions: Sequence[float] = DEFAULT_RETENTIONS, limit: int | None = None,
-              log: Callable[[str], None] = print) -> dict[tuple[str, str], DemoResult]:
+              log: Callable[[str], None] = print,
+              workers: int = 1) -> dict[tuple[str, str], DemoResult]:
     """`run_demo` for every (model, policy) into `<output>/<model>/<policy>`, then the
-    positions table over all of them (`<output>/positions.md`)."""
+    positions table over all of them (`<output>/positions.md`) and the leaderboard site.
+
+    `workers` > 1 runs that many (model, policy) sweeps at once, each in a spawned process of
+    `concurrent.futures` with the cores shared out (torch threads = cores // workers), each
+    printing its own progress lines: a micro model is too small for a second thread to help
+    one run much (3.2 s a run on 2 threads against 3.6 s on 1, measured here), so two sweeps
+    at once nearly halve the demo. The results are the same runs either way."""
     output = Path(output)
-    results = {}
-    for model in models:
-        for policy in policies:
-            results[(model, policy)] = run_demo(output / model / policy, model=model,
-                                                positions=policy, methods=methods,
-                                                retentions=retentions, limit=limit, log=log)
+    groups = [(model, policy) for model in models for policy in policies]
+    options = {"methods": methods, "retentions": retentions, "limit": limit}
+    if workers <= 1 or len(groups) < 2:
+        results = {(m, p): run_demo(output / m / p, model=m, positions=p, log=log, **options)
+                   for m, p in groups}
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+            futures = {(m, p): pool.submit(_run_group, output / m / p, m, p, threads, options)
+                       for m, p in groups}
+            results = {group: future.result() for group, future in futures.items()}
     _write_positions(output, results)
     _write_site(output, log)
     return results
+
+
+def _run_group(output: Path, model: str, policy: str, threads: int,
+               options: dict[str, Any]) -> DemoResult:
+    """One (model, policy) sweep in a worker process of `run_demos`, on `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_demo(output, model=model, positions=policy,
+                    log=functools.partial(print, flush=True), **options)
 
 
 def _write_site(output: Path, log: Callable[[str], None]) -> None:

@@ -48,6 +48,11 @@ def test_demo_sweeps_both_backbones_under_both_policies(demo_root):
                        for p in (demo_root / model / policy / "runs").glob("*.json")]
             assert {r["settings"]["model"]["positions"] for r in records} == {policy}
             assert {r["settings"]["model"]["name"] for r in records} == {model}
+    # the four sweeps ran two at a time (--workers, default 2 here); the site covers them all
+    index = (demo_root / "site" / "index.html").read_text()
+    for backbone in ("micro (original)", "micro (contiguous)", "micro_qwen2_5_vl (original)",
+                     "micro_qwen2_5_vl (contiguous)"):
+        assert f'data-backbone="{backbone}"' in index
 
 
 def test_demo_writes_leaderboard_figure_and_report(demo_dir):
