@@ -69,7 +69,8 @@ class _Section:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    """A file name for `text`: `micro (contiguous)` -> `micro_contiguous`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def runs_table(records: pd.DataFrame) -> pd.DataFrame:
