@@ -26,11 +26,11 @@ __all__ = ["COMPARE_COLUMNS", "SCORED_COLUMNS", "paper_vs_ours", "scored"]
 # One full-model score per (entry, model, frames, benchmark).
 _ENTRY = ["source", "paper", "table", "model", "positions", "max_frames", "benchmark"]
 _CELL = [*_ENTRY, "method", "label", "retention"]
-SCORED_COLUMNS = [
-    "entry", "backbone", *_CELL, "paper_method", "score", "full", "relative", "seeds", "keys",
-    "analytic_prefill", "prefill_flops", "flops_ratio", "tokens_fed", "fidelity",
-    "official_code", "lmms_eval", "transformers", "torch", "git_commit", "lock",
-]
+# Per cell, the first row's value (equal over a cell's seeds): what ran, what it cost.
+_FIRST = ["analytic_prefill", "prefill_flops", "flops_ratio", "tokens_fed", "fidelity",
+          "official_code", "lmms_eval", "transformers", "torch", "git_commit", "lock"]
+SCORED_COLUMNS = ["entry", "backbone", *_CELL, "paper_method", "score", "full", "relative",
+                  "seeds", "keys", *_FIRST]
 COMPARE_COLUMNS = [
     "backbone", "benchmark", "method", "retention", "paper", "table", "paper_method", "ours",
     "paper_score", "ours_score", "delta", "paper_full", "ours_full", "paper_relative",
@@ -55,8 +55,7 @@ def scored(aligned: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=SCORED_COLUMNS)
     done["analytic_prefill"] = analytic_flops(done)
-    first = {c: "first" for c in SCORED_COLUMNS[SCORED_COLUMNS.index("paper_method"):]
-             if c in done.columns and c not in ("score", "full", "relative", "seeds", "keys")}
+    first = {c: "first" for c in ["paper_method", *_FIRST] if c in done.columns}
     cells = (done.groupby(_CELL, dropna=False, sort=False)
              .agg(score=("score", "mean"), seeds=("score", "size"),
                   keys=("key", lambda k: ",".join(sorted(set(map(str, k))))), **{

@@ -150,9 +150,7 @@ def _assets(out: Path) -> None:
 
 
 def _num(value: Any) -> float | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
-        return None
-    return float(value)
+    return float(value) if _present(value) else None
 
 
 NOT_PRINTED = "n/p"
@@ -193,8 +191,8 @@ def _provenance(cell: Mapping[str, Any], by_key: Mapping[str, dict]) -> str:
 
 
 def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and \
-        not pd.isna(value)
+    """Whether `value` is there: not None, NaN or pandas' NA."""
+    return value is not None and not pd.isna(value)
 
 
 def _cell(cell: Mapping[str, Any], by_key: Mapping[str, dict]) -> dict[str, Any]:
